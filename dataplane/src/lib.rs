@@ -1,0 +1,33 @@
+//! `vnic-dataplane`: the safe DPDK layer of vnicd and its pinned poll loop.
+//!
+//! All `unsafe` of the data path lives here, each block with a `// SAFETY:` comment. Ownership
+//! rules: an [`Mbuf`] is owned by exactly one holder; a [`Burst`] hands its sent prefix to a ring or
+//! device and frees the unsent tail in bulk; pools are freed only when full; tables are freed
+//! only after the data core acknowledged a newer one.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod counters;
+pub mod eal;
+pub mod error;
+pub mod mbuf;
+pub mod mempool;
+pub mod port;
+pub mod ring;
+pub mod worker;
+
+pub use counters::{CoreStats, VnicStats};
+pub use eal::{eal_args, Eal, EalOptions, Memory};
+pub use error::{Error, Result};
+pub use mbuf::{Burst, Mbuf, BURST};
+pub use mempool::Mempool;
+pub use port::{Link, Port, PortConfig, PortId, PortStats, RxQueue, TxQueue};
+pub use ring::Ring;
+pub use worker::{
+    FwdTable, IdleBackoff, InlineClient, InlineMode, Launch, QueueEntry, VnicSlot, Worker,
+};
+
+/// The socket id for allocations on the caller's NUMA node.
+pub fn socket_id() -> i32 {
+    // SAFETY: plain query.
+    unsafe { dpdk_sys::rte_socket_id() as i32 }
+}

@@ -1,0 +1,160 @@
+//! Owned packet buffers and fixed-size bursts with explicit ownership transfer.
+use std::ptr::NonNull;
+
+/// Packets per burst everywhere in vnicd (DPDK's usual 32).
+pub const BURST: usize = 32;
+
+/// An owned mbuf: freed on drop. `Send` (it can move to another lcore), never `Sync`.
+#[derive(Debug)]
+pub struct Mbuf(NonNull<dpdk_sys::rte_mbuf>);
+
+// SAFETY: an mbuf is a plain buffer owned by exactly one holder; moving it between threads is
+// what rings do. It is not Sync: no shared access to its data.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Take ownership of a raw mbuf.
+    ///
+    /// # Safety
+    /// `p` must be a valid mbuf that nobody else owns or will free.
+    pub unsafe fn from_raw(p: NonNull<dpdk_sys::rte_mbuf>) -> Mbuf {
+        Mbuf(p)
+    }
+    /// Give up ownership; the caller must free or hand on the pointer.
+    pub fn into_raw(self) -> NonNull<dpdk_sys::rte_mbuf> {
+        let p = self.0;
+        std::mem::forget(self);
+        p
+    }
+    /// The buffer's address (for zero-copy checks).
+    pub fn addr(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+    /// Packet length (all segments).
+    pub fn len(&self) -> usize {
+        // SAFETY: valid owned mbuf.
+        unsafe { dpdk_sys::vnic_rte_pktmbuf_pkt_len(self.0.as_ptr()) as usize }
+    }
+    /// True for an empty packet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The first segment's data.
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: mtod points at data_len initialised bytes of the first segment we own.
+        unsafe {
+            let p = dpdk_sys::vnic_rte_pktmbuf_mtod(self.0.as_ptr()) as *const u8;
+            let n = dpdk_sys::vnic_rte_pktmbuf_data_len(self.0.as_ptr()) as usize;
+            std::slice::from_raw_parts(p, n)
+        }
+    }
+    /// The first segment's data, mutable.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in data(), and &mut self guarantees exclusive access.
+        unsafe {
+            let p = dpdk_sys::vnic_rte_pktmbuf_mtod(self.0.as_ptr()) as *mut u8;
+            let n = dpdk_sys::vnic_rte_pktmbuf_data_len(self.0.as_ptr()) as usize;
+            std::slice::from_raw_parts_mut(p, n)
+        }
+    }
+    /// Append `bytes` to the packet; `None` if the tailroom is too small.
+    pub fn append(&mut self, bytes: &[u8]) -> Option<()> {
+        let n = u16::try_from(bytes.len()).ok()?;
+        // SAFETY: append returns NULL or a pointer to n writable bytes inside our buffer.
+        unsafe {
+            let p = dpdk_sys::vnic_rte_pktmbuf_append(self.0.as_ptr(), n) as *mut u8;
+            if p.is_null() {
+                return None;
+            }
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        }
+        Some(())
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf; freeing returns it to its pool exactly once.
+        unsafe { dpdk_sys::vnic_rte_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+/// A stack array of up to [`BURST`] raw mbuf pointers, as the poll loop uses them. The burst owns
+/// `ptrs[..len]`; helpers hand a prefix on and free the rest in bulk.
+pub struct Burst {
+    pub(crate) ptrs: [*mut dpdk_sys::rte_mbuf; BURST],
+    pub(crate) len: usize,
+}
+
+impl Default for Burst {
+    fn default() -> Self {
+        Burst {
+            ptrs: [std::ptr::null_mut(); BURST],
+            len: 0,
+        }
+    }
+}
+
+impl Burst {
+    /// Number of mbufs held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Add an owned mbuf; gives it back if the burst is full.
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == BURST {
+            return Err(m);
+        }
+        self.ptrs[self.len] = m.into_raw().as_ptr();
+        self.len += 1;
+        Ok(())
+    }
+    /// Take the mbufs out as owned values.
+    pub fn drain(&mut self) -> impl Iterator<Item = Mbuf> + '_ {
+        let n = std::mem::take(&mut self.len);
+        self.ptrs[..n].iter().map(|&p| {
+            // SAFETY: ptrs[..len] are owned, non-null mbufs; len is reset so none is freed twice.
+            unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) }
+        })
+    }
+    /// Forget the first `sent` (now owned by whoever took them) and free the unsent tail in bulk.
+    /// Returns how many were freed.
+    #[inline(always)]
+    pub(crate) fn consume(&mut self, sent: usize) -> usize {
+        let n = self.len;
+        self.len = 0;
+        free_tail(&mut self.ptrs, sent, n)
+    }
+}
+
+/// Free `ptrs[sent..n]` in one bulk call; returns the count freed.
+#[inline(always)]
+pub(crate) fn free_tail(
+    ptrs: &mut [*mut dpdk_sys::rte_mbuf; BURST],
+    sent: usize,
+    n: usize,
+) -> usize {
+    if sent < n {
+        drop_cold(ptrs, sent, n)
+    } else {
+        0
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_cold(ptrs: &mut [*mut dpdk_sys::rte_mbuf; BURST], sent: usize, n: usize) -> usize {
+    // SAFETY: ptrs[sent..n] are mbufs still owned by the caller (not taken by the ring/device).
+    unsafe { dpdk_sys::vnic_rte_pktmbuf_free_bulk(ptrs.as_mut_ptr().add(sent), (n - sent) as u32) };
+    n - sent
+}
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        self.consume(0);
+    }
+}

@@ -1,0 +1,473 @@
+//! Ethdev ports (a backing device's VF) and their queues. Queues exist only through their port.
+use crate::error::{c_name, check, Error, Result};
+use crate::mbuf::{Burst, BURST};
+use crate::mempool::Mempool;
+use crate::ring::Ring;
+use std::ffi::CStr;
+
+/// An ethdev port id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub u16);
+/// A queue index on a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub u16);
+
+/// Queue layout and buffers for [`Port::configure`].
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    /// Number of rx queues (and tx queues): one per vNIC queue.
+    pub queues: u16,
+    /// Rx descriptors per queue (adjusted to the device's limits).
+    pub rx_desc: u16,
+    /// Tx descriptors per queue (adjusted to the device's limits).
+    pub tx_desc: u16,
+    /// MTU to set; devices that cannot set it (most vdevs) keep theirs.
+    pub mtu: Option<u16>,
+    /// Receive everything regardless of destination MAC (VFs filter otherwise).
+    pub promiscuous: bool,
+}
+
+/// Link state as reported by `rte_eth_link_get_nowait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Link {
+    pub up: bool,
+    pub speed_mbps: u32,
+}
+
+/// Basic port counters (`rte_eth_stats_get`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_missed: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_nombuf: u64,
+}
+
+/// A port we opened. Drop stops it, closes it and removes the device if we probed it.
+#[derive(Debug)]
+pub struct Port {
+    id: PortId,
+    name: String,
+    devargs: String,
+    probed_by_us: bool,
+    queues: u16,
+    started: bool,
+}
+
+/// True for a PCI address (`0000:03:00.1` or `03:00.1`), optionally followed by `,args`.
+pub fn is_pci_address(devargs: &str) -> bool {
+    let addr = devargs.split(',').next().unwrap_or("");
+    let parts: Vec<&str> = addr.split(':').collect();
+    let (dom, bus, devfn) = match parts.as_slice() {
+        [d, b, df] => (Some(*d), *b, *df),
+        [b, df] => (None, *b, *df),
+        _ => return false,
+    };
+    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    let Some((dev, func)) = devfn.split_once('.') else {
+        return false;
+    };
+    dom.is_none_or(|d| hex(d, 4))
+        && hex(bus, 2)
+        && hex(dev, 2)
+        && matches!(func.as_bytes(), [b'0'..=b'7'])
+}
+
+/// The device name DPDK gives the port for these devargs (the part before the first comma).
+pub fn device_name(devargs: &str) -> &str {
+    devargs.split(',').next().unwrap_or(devargs)
+}
+
+fn port_by_name(name: &str) -> Result<PortId> {
+    let cname = c_name("device", name, 63)?;
+    let mut id = 0u16;
+    // SAFETY: valid name, id is a valid out pointer.
+    let ret = unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+    check("rte_eth_dev_get_port_by_name", || name.into(), ret)?;
+    Ok(PortId(id))
+}
+
+impl Port {
+    /// Open the port for a backing device. A vdev (`net_memif0,role=client,...`) is hot-plugged
+    /// with `rte_dev_probe`; a PCI VF must have been allow-listed at EAL init and is looked up.
+    pub fn open(devargs: &str) -> Result<Port> {
+        let name = device_name(devargs).to_string();
+        let probed_by_us = if is_pci_address(devargs) {
+            false
+        } else {
+            let cargs = c_name("devargs", devargs, 4000)?;
+            // SAFETY: valid C string; probing runs on the calling (control) thread.
+            let ret = unsafe { dpdk_sys::rte_dev_probe(cargs.as_ptr()) };
+            check("rte_dev_probe", || devargs.into(), ret)?;
+            true
+        };
+        let id = match port_by_name(&name) {
+            Ok(id) => id,
+            Err(_) => {
+                if probed_by_us {
+                    remove_vdev(&name);
+                }
+                return Err(Error::NoPort {
+                    devargs: devargs.into(),
+                });
+            }
+        };
+        Ok(Port {
+            id,
+            name,
+            devargs: devargs.into(),
+            probed_by_us,
+            queues: 0,
+            started: false,
+        })
+    }
+
+    /// A port over two sets of rings (`net_ring` PMD): rx reads `rx[i]`, tx writes `tx[i]`.
+    /// For tests and benchmarks that play the wire themselves.
+    pub fn from_rings(name: &str, rx: &[&Ring], tx: &[&Ring]) -> Result<Port> {
+        let cname = c_name("port", name, 30)?;
+        let rxp: Vec<*mut dpdk_sys::rte_ring> = rx.iter().map(|r| r.as_ptr()).collect();
+        let txp: Vec<*mut dpdk_sys::rte_ring> = tx.iter().map(|r| r.as_ptr()).collect();
+        // SAFETY: arrays of live rings, which outlive the port (caller keeps them).
+        let ret = unsafe {
+            dpdk_sys::rte_eth_from_rings(
+                cname.as_ptr(),
+                rxp.as_ptr(),
+                rxp.len() as u32,
+                txp.as_ptr(),
+                txp.len() as u32,
+                dpdk_sys::rte_socket_id(),
+            )
+        };
+        if ret < 0 {
+            return Err(Error::from_errno("rte_eth_from_rings", name));
+        }
+        Ok(Port {
+            id: PortId(ret as u16),
+            name: name.into(),
+            devargs: format!("net_ring:{name}"),
+            probed_by_us: false,
+            queues: 0,
+            started: false,
+        })
+    }
+
+    /// Port id.
+    pub fn id(&self) -> PortId {
+        self.id
+    }
+    /// Device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The devargs it was opened with.
+    pub fn devargs(&self) -> &str {
+        &self.devargs
+    }
+    /// Whether it is started.
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    fn info(&self) -> Result<dpdk_sys::rte_eth_dev_info> {
+        let mut info = dpdk_sys::rte_eth_dev_info::default();
+        // SAFETY: valid port, info is a valid out pointer.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_info_get(self.id.0, &mut info) };
+        check("rte_eth_dev_info_get", || self.name.clone(), ret)?;
+        Ok(info)
+    }
+
+    /// Configure queues (rx buffers from `pool`), MTU and RSS. The port must be stopped.
+    pub fn configure(&mut self, cfg: &PortConfig, pool: &Mempool) -> Result<()> {
+        if self.started {
+            return Err(Error::Invalid {
+                op: "rte_eth_dev_configure",
+                why: format!("port {} is started", self.name),
+            });
+        }
+        let info = self.info()?;
+        if cfg.queues == 0 || cfg.queues > info.max_rx_queues || cfg.queues > info.max_tx_queues {
+            return Err(Error::Invalid {
+                op: "rte_eth_dev_configure",
+                why: format!(
+                    "{} queues requested, device {} supports {} rx / {} tx",
+                    cfg.queues, self.name, info.max_rx_queues, info.max_tx_queues
+                ),
+            });
+        }
+        let mut conf = dpdk_sys::rte_eth_conf::default();
+        if cfg.queues > 1 && info.flow_type_rss_offloads != 0 {
+            // Spread flows over the VF's queues; queue i maps to the client's queue i.
+            conf.rxmode.mq_mode = dpdk_sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_hf = info.flow_type_rss_offloads;
+        }
+        // SAFETY: valid port, conf lives through the call.
+        let ret =
+            unsafe { dpdk_sys::rte_eth_dev_configure(self.id.0, cfg.queues, cfg.queues, &conf) };
+        check("rte_eth_dev_configure", || self.name.clone(), ret)?;
+        let (mut rxd, mut txd) = (cfg.rx_desc, cfg.tx_desc);
+        // SAFETY: valid port and out pointers.
+        let ret =
+            unsafe { dpdk_sys::rte_eth_dev_adjust_nb_rx_tx_desc(self.id.0, &mut rxd, &mut txd) };
+        check(
+            "rte_eth_dev_adjust_nb_rx_tx_desc",
+            || self.name.clone(),
+            ret,
+        )?;
+        // SAFETY: plain query.
+        let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(self.id.0) };
+        let socket = if socket < 0 {
+            dpdk_sys::SOCKET_ID_ANY
+        } else {
+            socket
+        };
+        for q in 0..cfg.queues {
+            // SAFETY: valid port/queue; NULL conf means the device defaults; pool outlives the
+            // port (the appliance drops ports before pools).
+            let ret = unsafe {
+                dpdk_sys::rte_eth_rx_queue_setup(
+                    self.id.0,
+                    q,
+                    rxd,
+                    socket as u32,
+                    std::ptr::null(),
+                    pool.as_ptr(),
+                )
+            };
+            check(
+                "rte_eth_rx_queue_setup",
+                || format!("{} queue {q}", self.name),
+                ret,
+            )?;
+            // SAFETY: as above.
+            let ret = unsafe {
+                dpdk_sys::rte_eth_tx_queue_setup(self.id.0, q, txd, socket as u32, std::ptr::null())
+            };
+            check(
+                "rte_eth_tx_queue_setup",
+                || format!("{} queue {q}", self.name),
+                ret,
+            )?;
+        }
+        if let Some(mtu) = cfg.mtu {
+            // SAFETY: valid port.
+            let ret = unsafe { dpdk_sys::rte_eth_dev_set_mtu(self.id.0, mtu) };
+            // Vdevs without MTU control report ENOTSUP: keep going, the frame size is ours to police.
+            if ret < 0 && ret != -libc::ENOTSUP && ret != -libc::EOPNOTSUPP {
+                check(
+                    "rte_eth_dev_set_mtu",
+                    || format!("{} mtu {mtu}", self.name),
+                    ret,
+                )?;
+            }
+        }
+        if cfg.promiscuous {
+            // SAFETY: valid port.
+            let ret = unsafe { dpdk_sys::rte_eth_promiscuous_enable(self.id.0) };
+            if ret < 0 && ret != -libc::ENOTSUP {
+                check("rte_eth_promiscuous_enable", || self.name.clone(), ret)?;
+            }
+        }
+        self.queues = cfg.queues;
+        Ok(())
+    }
+
+    /// Start the port.
+    pub fn start(&mut self) -> Result<()> {
+        // SAFETY: valid, configured port.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_start(self.id.0) };
+        check("rte_eth_dev_start", || self.name.clone(), ret)?;
+        self.started = true;
+        Ok(())
+    }
+
+    /// Stop the port. The caller guarantees no data core polls it any more.
+    pub fn stop(&mut self) -> Result<()> {
+        if !self.started {
+            return Ok(());
+        }
+        self.started = false;
+        // SAFETY: valid port; quiesced by the caller.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_stop(self.id.0) };
+        check("rte_eth_dev_stop", || self.name.clone(), ret)
+    }
+
+    /// Link state without waiting.
+    pub fn link(&self) -> Result<Link> {
+        let mut l = dpdk_sys::rte_eth_link::default();
+        // SAFETY: valid port and out pointer.
+        let ret = unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id.0, &mut l) };
+        check("rte_eth_link_get_nowait", || self.name.clone(), ret)?;
+        Ok(Link {
+            up: l.link_status() != 0,
+            speed_mbps: l.link_speed,
+        })
+    }
+
+    /// Hardware/PMD counters.
+    pub fn stats(&self) -> Result<PortStats> {
+        let mut s = dpdk_sys::rte_eth_stats::default();
+        // SAFETY: valid port and out pointer.
+        let ret = unsafe { dpdk_sys::rte_eth_stats_get(self.id.0, &mut s) };
+        check("rte_eth_stats_get", || self.name.clone(), ret)?;
+        Ok(PortStats {
+            rx_packets: s.ipackets,
+            tx_packets: s.opackets,
+            rx_bytes: s.ibytes,
+            tx_bytes: s.obytes,
+            rx_missed: s.imissed,
+            rx_errors: s.ierrors,
+            tx_errors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        })
+    }
+
+    /// The port's MAC address.
+    pub fn mac(&self) -> Result<[u8; 6]> {
+        let mut a = dpdk_sys::rte_ether_addr::default();
+        // SAFETY: valid port and out pointer.
+        let ret = unsafe { dpdk_sys::rte_eth_macaddr_get(self.id.0, &mut a) };
+        check("rte_eth_macaddr_get", || self.name.clone(), ret)?;
+        Ok(a.addr_bytes)
+    }
+
+    /// Rx queue `q`, if configured.
+    pub fn rx_queue(&self, q: u16) -> Option<RxQueue> {
+        (q < self.queues).then_some(RxQueue {
+            port: self.id,
+            queue: QueueId(q),
+        })
+    }
+    /// Tx queue `q`, if configured.
+    pub fn tx_queue(&self, q: u16) -> Option<TxQueue> {
+        (q < self.queues).then_some(TxQueue {
+            port: self.id,
+            queue: QueueId(q),
+        })
+    }
+}
+
+fn remove_vdev(name: &str) {
+    if let Ok(c) = c_name("device", name, 63) {
+        // SAFETY: valid name; the device is closed.
+        unsafe { dpdk_sys::rte_vdev_uninit(c.as_ptr()) };
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!("{e}");
+        }
+        // SAFETY: stopped port, no data core polls it (the owner quiesced them before dropping).
+        unsafe {
+            let ret = dpdk_sys::rte_eth_dev_close(self.id.0);
+            if ret < 0 {
+                tracing::warn!(
+                    "{}",
+                    Error::from_ret("rte_eth_dev_close", self.name.clone(), ret)
+                );
+            }
+        }
+        if self.probed_by_us || self.devargs.starts_with("net_ring:") {
+            remove_vdev(&self.name);
+        }
+    }
+}
+
+/// Receive queue handle (copyable, made only by [`Port::rx_queue`]). Valid while its port lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxQueue {
+    pub(crate) port: PortId,
+    pub(crate) queue: QueueId,
+}
+
+/// Transmit queue handle (copyable, made only by [`Port::tx_queue`]). Valid while its port lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxQueue {
+    pub(crate) port: PortId,
+    pub(crate) queue: QueueId,
+}
+
+impl RxQueue {
+    /// Port of this queue.
+    pub fn port(&self) -> PortId {
+        self.port
+    }
+    /// Receive up to a burst into an empty `burst`. One thread per queue.
+    #[inline(always)]
+    pub fn rx_burst(&self, burst: &mut Burst) -> usize {
+        debug_assert!(burst.is_empty());
+        // SAFETY: the queue is configured and its port started (the table only holds queues of
+        // started ports); ptrs has room for BURST mbufs, which become ours.
+        let n = unsafe {
+            dpdk_sys::vnic_rte_eth_rx_burst(
+                self.port.0,
+                self.queue.0,
+                burst.ptrs.as_mut_ptr(),
+                BURST as u16,
+            )
+        } as usize;
+        burst.len = n;
+        n
+    }
+}
+
+impl TxQueue {
+    /// Port of this queue.
+    pub fn port(&self) -> PortId {
+        self.port
+    }
+    /// Send the burst: the sent prefix now belongs to the device, the unsent tail is freed.
+    /// Returns (sent, dropped). One thread per queue.
+    #[inline(always)]
+    pub fn tx_burst(&self, burst: &mut Burst) -> (usize, usize) {
+        let n = burst.len;
+        // SAFETY: ptrs[..n] are owned mbufs; the device takes the first `sent`.
+        let sent = unsafe {
+            dpdk_sys::vnic_rte_eth_tx_burst(
+                self.port.0,
+                self.queue.0,
+                burst.ptrs.as_mut_ptr(),
+                n as u16,
+            )
+        } as usize;
+        (sent, burst.consume(sent))
+    }
+}
+
+/// The port name DPDK reports for a port id (diagnostics).
+pub fn port_name(id: PortId) -> Option<String> {
+    let mut buf = [0 as std::ffi::c_char; 64];
+    // SAFETY: buf is 64 bytes, RTE_ETH_NAME_MAX_LEN.
+    let ret = unsafe { dpdk_sys::rte_eth_dev_get_name_by_port(id.0, buf.as_mut_ptr()) };
+    // SAFETY: on success buf holds a NUL-terminated name.
+    (ret == 0).then(|| {
+        unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn pci_addresses() {
+        assert!(is_pci_address("0000:03:00.1"));
+        assert!(is_pci_address("03:00.1"));
+        assert!(is_pci_address("0000:af:10.7,txq_inline=0"));
+        assert!(!is_pci_address("net_memif0,role=client"));
+        assert!(!is_pci_address("0000:03:00.8"));
+        assert!(!is_pci_address("0000:3:00.1"));
+        assert!(!is_pci_address("net_tap0,iface=a:b.c"));
+        assert_eq!(
+            device_name("net_memif0,role=client,socket=/x"),
+            "net_memif0"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Single-producer/single-consumer rings of mbuf pointers: a client's rx and tx queue.
+use crate::error::{c_name, Error, Result};
+use crate::mbuf::{Burst, Mbuf, BURST};
+use std::ptr::NonNull;
+
+/// An `rte_ring` carrying mbufs. Owned rings are drained (mbufs freed) and freed on drop.
+#[derive(Debug)]
+pub struct Ring {
+    raw: NonNull<dpdk_sys::rte_ring>,
+    name: String,
+    owned: bool,
+}
+
+// SAFETY: the ring lives in DPDK shared memory until rte_ring_free; enqueue/dequeue are called
+// by exactly one producer and one consumer thread, which the forwarding table arranges.
+unsafe impl Send for Ring {}
+// SAFETY: &self methods are either single-producer/consumer operations documented as such, or
+// read-only counts.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    /// Create an SP/SC ring holding up to `depth - 1` mbufs (`depth` a power of two).
+    pub fn new(name: &str, depth: u32, socket: i32) -> Result<Ring> {
+        let cname = c_name("ring", name, 26)?;
+        if !depth.is_power_of_two() || depth < 2 {
+            return Err(Error::Invalid {
+                op: "rte_ring_create",
+                why: format!("depth {depth} must be a power of two >= 2"),
+            });
+        }
+        let flags = dpdk_sys::RING_F_SP_ENQ | dpdk_sys::RING_F_SC_DEQ;
+        // SAFETY: valid name and checked depth.
+        let raw = unsafe { dpdk_sys::rte_ring_create(cname.as_ptr(), depth, socket, flags) };
+        let raw = NonNull::new(raw).ok_or_else(|| Error::from_errno("rte_ring_create", name))?;
+        Ok(Ring {
+            raw,
+            name: name.into(),
+            owned: true,
+        })
+    }
+
+    /// Look up a ring by name (e.g. a client process attaching). Not freed on drop.
+    pub fn lookup(name: &str) -> Result<Ring> {
+        let cname = c_name("ring", name, 26)?;
+        // SAFETY: valid name.
+        let raw = unsafe { dpdk_sys::rte_ring_lookup(cname.as_ptr()) };
+        let raw = NonNull::new(raw).ok_or_else(|| Error::from_errno("rte_ring_lookup", name))?;
+        Ok(Ring {
+            raw,
+            name: name.into(),
+            owned: false,
+        })
+    }
+
+    /// The ring's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Entries in the ring.
+    pub fn count(&self) -> u32 {
+        // SAFETY: read-only on a live ring.
+        unsafe { dpdk_sys::vnic_rte_ring_count(self.raw.as_ptr()) }
+    }
+    /// Free slots.
+    pub fn free_count(&self) -> u32 {
+        // SAFETY: read-only on a live ring.
+        unsafe { dpdk_sys::vnic_rte_ring_free_count(self.raw.as_ptr()) }
+    }
+    pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_ring {
+        self.raw.as_ptr()
+    }
+
+    /// Enqueue as many of `burst` as fit; the rest are freed. Returns (enqueued, dropped).
+    /// The caller must be this ring's only producer.
+    pub fn enqueue(&self, burst: &mut Burst) -> (usize, usize) {
+        let n = burst.len;
+        // SAFETY: ptrs[..n] are owned mbufs; the ring takes ownership of the first `sent`.
+        let sent = unsafe {
+            dpdk_sys::vnic_rte_ring_enqueue_burst(self.as_ptr(), burst.ptrs.as_ptr() as _, n as u32)
+        } as usize;
+        let dropped = burst.consume(sent);
+        (sent, dropped)
+    }
+
+    /// Enqueue one owned mbuf; gives it back if the ring is full. Single producer only.
+    pub fn enqueue_one(&self, m: Mbuf) -> Result<(), Mbuf> {
+        let mut p = [m.into_raw().as_ptr()];
+        // SAFETY: p[0] is an owned mbuf; on success the ring owns it.
+        let sent =
+            unsafe { dpdk_sys::vnic_rte_ring_enqueue_burst(self.as_ptr(), p.as_mut_ptr() as _, 1) };
+        if sent == 1 {
+            Ok(())
+        } else {
+            // SAFETY: not enqueued, so still ours.
+            Err(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p[0])) })
+        }
+    }
+
+    /// Dequeue up to a burst into `burst` (which must be empty). Single consumer only.
+    pub fn dequeue(&self, burst: &mut Burst) -> usize {
+        debug_assert!(burst.is_empty());
+        // SAFETY: the ring hands us ownership of up to BURST mbufs written into ptrs.
+        let n = unsafe {
+            dpdk_sys::vnic_rte_ring_dequeue_burst(
+                self.as_ptr(),
+                burst.ptrs.as_mut_ptr() as _,
+                BURST as u32,
+            )
+        } as usize;
+        burst.len = n;
+        n
+    }
+
+    /// Dequeue and free everything in the ring; returns the count. Only when no producer or
+    /// consumer runs (the data core has left the ring).
+    pub fn drain(&self) -> usize {
+        let mut total = 0;
+        let mut b = Burst::default();
+        loop {
+            let n = self.dequeue(&mut b);
+            if n == 0 {
+                return total;
+            }
+            total += b.consume(0);
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        self.drain();
+        // SAFETY: owned ring, drained, no longer referenced by any published table.
+        unsafe { dpdk_sys::rte_ring_free(self.raw.as_ptr()) }
+    }
+}

@@ -1,0 +1,578 @@
+//! The data core: a pinned poll loop over an immutable forwarding table that the control thread
+//! replaces by an atomic pointer swap. The loop adopts a new table at a burst boundary and
+//! acknowledges its generation (a quiescent point); only then does the control side free the old
+//! table. The loop itself allocates nothing, takes no lock and makes no syscall (the optional idle
+//! back-off sleeps only when there was nothing to do).
+use crate::counters::{bump, CoreCounters, CoreStats, VnicCounters, VnicStats};
+use crate::eal::rdtsc;
+use crate::error::{Error, Result};
+use crate::mbuf::Burst;
+use crate::port::{RxQueue, TxQueue};
+use crate::ring::Ring;
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Index of a vNIC's counter slot on a data core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VnicSlot(pub u32);
+
+/// One vNIC queue as the data core sees it: VF rx → `to_client`, `from_client` → VF tx.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    rx: RxQueue,
+    tx: TxQueue,
+    // Raw pointers cached for the hot loop; the Arcs below keep the rings alive as long as any
+    // table that names them (tables are freed on the control thread after the grace period).
+    to_client_raw: *mut dpdk_sys::rte_ring,
+    from_client_raw: *mut dpdk_sys::rte_ring,
+    to_client: Arc<Ring>,
+    from_client: Arc<Ring>,
+    slot: VnicSlot,
+}
+
+impl QueueEntry {
+    /// Forward between the active backing device's queue pair and a client's ring pair.
+    pub fn new(
+        rx: RxQueue,
+        tx: TxQueue,
+        to_client: Arc<Ring>,
+        from_client: Arc<Ring>,
+        slot: VnicSlot,
+    ) -> Self {
+        QueueEntry {
+            rx,
+            tx,
+            to_client_raw: to_client.as_ptr(),
+            from_client_raw: from_client.as_ptr(),
+            to_client,
+            from_client,
+            slot,
+        }
+    }
+    /// The rx queue polled.
+    pub fn rx(&self) -> RxQueue {
+        self.rx
+    }
+    /// The tx queue used.
+    pub fn tx(&self) -> TxQueue {
+        self.tx
+    }
+    /// The client's rx ring (VF → client).
+    pub fn to_client(&self) -> &Arc<Ring> {
+        &self.to_client
+    }
+    /// The client's tx ring (client → VF).
+    pub fn from_client(&self) -> &Arc<Ring> {
+        &self.from_client
+    }
+}
+
+/// What an in-core client does with what it receives (demo and peak-rate benchmarks: a client
+/// that runs on the data core itself, so no third busy poller competes for a CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InlineMode {
+    /// Swap source and destination MAC and send back, as a reflecting client would.
+    Reflect,
+    /// Send every packet back untouched (pointer moves only).
+    Bounce,
+}
+
+/// A client served on the data core: reads its rx ring, writes its tx ring.
+#[derive(Debug, Clone)]
+pub struct InlineClient {
+    rx_raw: *mut dpdk_sys::rte_ring,
+    tx_raw: *mut dpdk_sys::rte_ring,
+    _rx: Arc<Ring>,
+    _tx: Arc<Ring>,
+    mode: InlineMode,
+    slot: VnicSlot,
+}
+
+impl InlineClient {
+    /// A client over a vNIC queue's rings (the same `Arc`s as its [`QueueEntry`]).
+    pub fn new(rx: Arc<Ring>, tx: Arc<Ring>, mode: InlineMode, slot: VnicSlot) -> Self {
+        InlineClient {
+            rx_raw: rx.as_ptr(),
+            tx_raw: tx.as_ptr(),
+            _rx: rx,
+            _tx: tx,
+            mode,
+            slot,
+        }
+    }
+}
+
+/// An immutable forwarding table for one data core.
+#[derive(Debug, Default)]
+pub struct FwdTable {
+    generation: u64,
+    queues: Vec<QueueEntry>,
+    clients: Vec<InlineClient>,
+}
+
+// SAFETY: the raw ring pointers are owned by the Arcs held alongside; a table is read by one data
+// core and dropped by the control thread only after that core stopped using it.
+unsafe impl Send for FwdTable {}
+// SAFETY: shared read-only between the control thread (which built it) and one data core.
+unsafe impl Sync for FwdTable {}
+
+impl FwdTable {
+    /// A table with these queue entries and in-core clients.
+    pub fn new(queues: Vec<QueueEntry>, clients: Vec<InlineClient>) -> Self {
+        FwdTable {
+            generation: 0,
+            queues,
+            clients,
+        }
+    }
+    /// Generation assigned at publish time.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// Queue entries.
+    pub fn queues(&self) -> &[QueueEntry] {
+        &self.queues
+    }
+}
+
+/// Idle back-off: after `spin` empty loops, sleep 1, 2, 4 … up to `max_sleep_us` µs per empty
+/// loop, so a poller can share a CPU. `max_sleep_us == 0` disables it (production default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleBackoff {
+    pub spin: u32,
+    pub max_sleep_us: u32,
+}
+
+impl IdleBackoff {
+    /// Pure busy polling.
+    pub const OFF: IdleBackoff = IdleBackoff {
+        spin: 0,
+        max_sleep_us: 0,
+    };
+    /// Sleep after `spin` empty loops, up to `max_sleep_us`.
+    pub fn new(spin: u32, max_sleep_us: u32) -> Self {
+        IdleBackoff { spin, max_sleep_us }
+    }
+}
+
+/// How the poll loop's thread is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// On an EAL worker lcore (`rte_eal_remote_launch`); the EAL pinned it to its CPU.
+    Lcore(u32),
+    /// On a new thread pinned to this CPU and registered with `rte_thread_register` (so it gets a
+    /// mempool cache).
+    Thread(u32),
+}
+
+impl Launch {
+    /// The CPU/lcore number.
+    pub fn core(&self) -> u32 {
+        match *self {
+            Launch::Lcore(c) | Launch::Thread(c) => c,
+        }
+    }
+}
+
+/// Shared between the control thread and one data core. Each field says who writes it.
+struct Shared {
+    /// control: wo (publish), data: ro.
+    table: AtomicPtr<FwdTable>,
+    /// data: wo (generation adopted; u64::MAX once exited), control: ro.
+    adopted: AtomicU64,
+    /// control: wo, data: ro.
+    stop: AtomicBool,
+    /// data: wo, control: ro.
+    core: CoreCounters,
+    /// data: wo, control: ro; indexed by VnicSlot.
+    vnics: Box<[VnicCounters]>,
+    /// Set before launch, read-only after.
+    idle: IdleBackoff,
+}
+
+enum Handle {
+    Lcore(u32),
+    Thread(std::thread::JoinHandle<()>),
+    Done,
+}
+
+/// A running data core. Dropping it stops and joins the loop.
+pub struct Worker {
+    shared: Arc<Shared>,
+    handle: Handle,
+    launch: Launch,
+    current: *mut FwdTable,
+    /// Tables unpublished but not yet acknowledged (freed at the next successful publish/stop).
+    retired: Vec<*mut FwdTable>,
+    next_generation: u64,
+    /// Bound on how long publish waits for the quiescent point.
+    pub grace_timeout: Duration,
+}
+
+// SAFETY: the raw table pointers are owned boxes; Worker is used from the control thread only.
+unsafe impl Send for Worker {}
+
+extern "C" fn lcore_main(arg: *mut c_void) -> c_int {
+    // SAFETY: arg is the Arc<Shared> leaked by Worker::launch for this call.
+    let shared = unsafe { Arc::from_raw(arg as *const Shared) };
+    run(&shared);
+    0
+}
+
+impl Worker {
+    /// Start a poll loop on `launch` with an empty table and `max_vnics` counter slots.
+    pub fn launch(launch: Launch, max_vnics: u32, idle: IdleBackoff) -> Result<Worker> {
+        let first = Box::into_raw(Box::new(FwdTable::default()));
+        let vnics: Box<[VnicCounters]> = (0..max_vnics).map(|_| VnicCounters::default()).collect();
+        let shared = Arc::new(Shared {
+            table: AtomicPtr::new(first),
+            adopted: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            core: CoreCounters::default(),
+            vnics,
+            idle,
+        });
+        let handle = match launch {
+            Launch::Lcore(lcore) => {
+                let arg = Arc::into_raw(shared.clone()) as *mut c_void;
+                // SAFETY: lcore_main takes back the Arc; the lcore must be an idle worker lcore.
+                let ret = unsafe { dpdk_sys::rte_eal_remote_launch(Some(lcore_main), arg, lcore) };
+                if ret < 0 {
+                    // SAFETY: not launched, so the leaked Arc is still ours to reclaim.
+                    drop(unsafe { Arc::from_raw(arg as *const Shared) });
+                    // SAFETY: the table was never seen by a data core.
+                    drop(unsafe { Box::from_raw(first) });
+                    return Err(Error::from_ret(
+                        "rte_eal_remote_launch",
+                        format!("lcore {lcore}"),
+                        ret,
+                    ));
+                }
+                Handle::Lcore(lcore)
+            }
+            Launch::Thread(cpu) => {
+                let s = shared.clone();
+                let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
+                let h = std::thread::Builder::new()
+                    .name(format!("vnic-dp{cpu}"))
+                    .spawn(move || {
+                        if !core_affinity::set_for_current(core_affinity::CoreId {
+                            id: cpu as usize,
+                        }) {
+                            let _ = tx.send(Err(Error::Invalid {
+                                op: "sched_setaffinity",
+                                why: format!("cannot pin data core thread to cpu {cpu}"),
+                            }));
+                            return;
+                        }
+                        // SAFETY: registers this thread as an EAL non-EAL lcore (gets an lcore id
+                        // and mempool cache); unregistered below before the thread exits.
+                        if unsafe { dpdk_sys::rte_thread_register() } < 0 {
+                            let _ = tx.send(Err(Error::from_errno(
+                                "rte_thread_register",
+                                format!("cpu {cpu}"),
+                            )));
+                            return;
+                        }
+                        let _ = tx.send(Ok(()));
+                        run(&s);
+                        // SAFETY: registered above.
+                        unsafe { dpdk_sys::rte_thread_unregister() };
+                    })
+                    .map_err(|e| Error::Invalid {
+                        op: "thread spawn",
+                        why: e.to_string(),
+                    })?;
+                match rx.recv() {
+                    Ok(Ok(())) => Handle::Thread(h),
+                    Ok(Err(e)) => {
+                        let _ = h.join();
+                        // SAFETY: the thread never ran the loop.
+                        drop(unsafe { Box::from_raw(first) });
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        let _ = h.join();
+                        return Err(Error::Invalid {
+                            op: "thread spawn",
+                            why: "data core thread died at start".into(),
+                        });
+                    }
+                }
+            }
+        };
+        Ok(Worker {
+            shared,
+            handle,
+            launch,
+            current: first,
+            retired: Vec::new(),
+            next_generation: 1,
+            grace_timeout: Duration::from_secs(2),
+        })
+    }
+
+    /// Where this worker runs.
+    pub fn launch_kind(&self) -> Launch {
+        self.launch
+    }
+
+    /// Publish a new table and wait for the data core to adopt it; the old table is then freed
+    /// here, on the control thread. Returns the new generation.
+    pub fn publish(&mut self, mut table: FwdTable) -> Result<u64> {
+        let gen = self.next_generation;
+        self.next_generation += 1;
+        table.generation = gen;
+        if let Some(c) = table
+            .clients
+            .iter()
+            .map(|c| c.slot)
+            .chain(table.queues.iter().map(|q| q.slot))
+            .find(|s| s.0 as usize >= self.shared.vnics.len())
+        {
+            return Err(Error::Invalid {
+                op: "publish",
+                why: format!(
+                    "vNIC slot {} beyond the {} counter slots",
+                    c.0,
+                    self.shared.vnics.len()
+                ),
+            });
+        }
+        let new = Box::into_raw(Box::new(table));
+        let old = self.shared.table.swap(new, Ordering::AcqRel);
+        debug_assert_eq!(old, self.current);
+        self.current = new;
+        self.retired.push(old);
+        self.wait_adopted(gen)?;
+        self.reclaim();
+        Ok(gen)
+    }
+
+    fn wait_adopted(&self, gen: u64) -> Result<()> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while self.shared.adopted.load(Ordering::Acquire) < gen {
+            if start.elapsed() > self.grace_timeout {
+                return Err(Error::Timeout {
+                    what: "the data core to adopt a new forwarding table",
+                    ms: self.grace_timeout.as_millis() as u64,
+                });
+            }
+            spins += 1;
+            if spins < 1000 {
+                std::hint::spin_loop();
+            } else {
+                // The core may be in an idle back-off sleep or sharing our CPU: yield.
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+        Ok(())
+    }
+
+    fn reclaim(&mut self) {
+        for t in self.retired.drain(..) {
+            // SAFETY: every retired table is older than the generation the core acknowledged,
+            // and the core never goes back to an older pointer.
+            drop(unsafe { Box::from_raw(t) });
+        }
+    }
+
+    /// The generation the data core currently runs (u64::MAX once it exited).
+    pub fn adopted_generation(&self) -> u64 {
+        self.shared.adopted.load(Ordering::Acquire)
+    }
+
+    /// Counters of a vNIC slot on this core.
+    pub fn vnic_stats(&self, slot: VnicSlot) -> VnicStats {
+        self.shared
+            .vnics
+            .get(slot.0 as usize)
+            .map(VnicCounters::snapshot)
+            .unwrap_or_default()
+    }
+
+    /// The core's own counters.
+    pub fn core_stats(&self) -> CoreStats {
+        self.shared.core.snapshot()
+    }
+
+    /// Stop the loop and join it, then free the tables.
+    pub fn stop(&mut self) {
+        if matches!(self.handle, Handle::Done) {
+            return;
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        match std::mem::replace(&mut self.handle, Handle::Done) {
+            Handle::Lcore(l) => {
+                // SAFETY: waits for the function launched on lcore l to return.
+                unsafe { dpdk_sys::rte_eal_wait_lcore(l) };
+            }
+            Handle::Thread(h) => {
+                let _ = h.join();
+            }
+            Handle::Done => {}
+        }
+        self.reclaim();
+        // SAFETY: the loop exited, so nothing reads the current table any more.
+        drop(unsafe { Box::from_raw(self.current) });
+        self.current = std::ptr::null_mut();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[inline(always)]
+fn sum_bytes(b: &Burst) -> u64 {
+    let mut bytes = 0u64;
+    // SAFETY: b.ptrs[..len] are valid mbufs we own; one FFI call per burst.
+    unsafe { dpdk_sys::vnic_rte_pktmbuf_sum_len(b.ptrs.as_ptr(), b.len as u32, &mut bytes) };
+    bytes
+}
+
+#[inline(always)]
+fn ring_enqueue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> (usize, usize) {
+    // SAFETY: r is a live ring (kept alive by the table's Arc); this core is its only producer;
+    // the ring takes ownership of the first `sent` mbufs.
+    let sent =
+        unsafe { dpdk_sys::vnic_rte_ring_enqueue_burst(r, b.ptrs.as_ptr() as _, b.len as u32) }
+            as usize;
+    (sent, b.consume(sent))
+}
+
+#[inline(always)]
+fn ring_dequeue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> usize {
+    // SAFETY: r is a live ring; this core is its only consumer; we own what we dequeue.
+    let n = unsafe {
+        dpdk_sys::vnic_rte_ring_dequeue_burst(
+            r,
+            b.ptrs.as_mut_ptr() as _,
+            crate::mbuf::BURST as u32,
+        )
+    } as usize;
+    b.len = n;
+    n
+}
+
+/// One pass over a queue entry; returns packets moved.
+#[inline(always)]
+fn forward(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
+    let mut moved = 0;
+    let n = q.rx.rx_burst(b);
+    if n > 0 {
+        let bytes = sum_bytes(b);
+        let (sent, dropped) = ring_enqueue(q.to_client_raw, b);
+        bump(&c.rx_packets, sent as u64);
+        bump(&c.rx_bytes, bytes);
+        if dropped > 0 {
+            bump(&c.rx_drops, dropped as u64);
+        }
+        moved += n as u64;
+    }
+    let n = ring_dequeue(q.from_client_raw, b);
+    if n > 0 {
+        let bytes = sum_bytes(b);
+        let (sent, dropped) = q.tx.tx_burst(b);
+        bump(&c.tx_packets, sent as u64);
+        bump(&c.tx_bytes, bytes);
+        if dropped > 0 {
+            bump(&c.tx_drops, dropped as u64);
+        }
+        moved += n as u64;
+    }
+    moved
+}
+
+/// An in-core client's pass: its rx ring back to its tx ring.
+#[inline(always)]
+fn serve_client(cl: &InlineClient, c: &VnicCounters, b: &mut Burst) -> u64 {
+    let n = ring_dequeue(cl.rx_raw, b);
+    if n == 0 {
+        return 0;
+    }
+    if cl.mode == InlineMode::Reflect {
+        for &p in &b.ptrs[..n] {
+            // SAFETY: p is an mbuf we own; a frame shorter than 12 bytes is left alone.
+            unsafe {
+                if dpdk_sys::vnic_rte_pktmbuf_data_len(p) >= 12 {
+                    let d = dpdk_sys::vnic_rte_pktmbuf_mtod(p) as *mut [u8; 6];
+                    std::ptr::swap(d, d.add(1));
+                }
+            }
+        }
+    }
+    let (_, dropped) = ring_enqueue(cl.tx_raw, b);
+    if dropped > 0 {
+        bump(&c.client_drops, dropped as u64);
+    }
+    n as u64
+}
+
+#[cold]
+fn idle_sleep(us: u32) {
+    std::thread::sleep(Duration::from_micros(us as u64));
+}
+
+fn run(s: &Shared) {
+    let mut cur: *mut FwdTable = std::ptr::null_mut();
+    let mut b = Burst::default();
+    let mut idle_streak: u32 = 0;
+    let mut sleep_us: u32 = 1;
+    let mut last = rdtsc();
+    let vnics = &s.vnics[..];
+    loop {
+        // Burst boundary: adopt a new table if one was published, and acknowledge it.
+        let p = s.table.load(Ordering::Acquire);
+        if p != cur {
+            cur = p;
+            // SAFETY: the control thread keeps a published table alive until we acknowledge a
+            // later generation.
+            let gen = unsafe { (*cur).generation };
+            s.adopted.store(gen, Ordering::Release);
+            bump(&s.core.table_swaps, 1);
+        }
+        if s.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        // SAFETY: as above; `cur` stays valid for this whole iteration.
+        let t = unsafe { &*cur };
+        let mut moved = 0u64;
+        let mut bursts = 0u64;
+        for q in &t.queues {
+            // Slots were bounds-checked at publish.
+            let m = forward(q, &vnics[q.slot.0 as usize], &mut b);
+            bursts += (m > 0) as u64;
+            moved += m;
+        }
+        for cl in &t.clients {
+            serve_client(cl, &vnics[cl.slot.0 as usize], &mut b);
+        }
+        let now = rdtsc();
+        bump(&s.core.loops, 1);
+        if moved > 0 {
+            bump(&s.core.busy_loops, 1);
+            bump(&s.core.packets, moved);
+            bump(&s.core.bursts, bursts);
+            bump(&s.core.busy_cycles, now.wrapping_sub(last));
+            idle_streak = 0;
+            sleep_us = 1;
+        } else {
+            bump(&s.core.idle_cycles, now.wrapping_sub(last));
+            if s.idle.max_sleep_us > 0 {
+                idle_streak = idle_streak.saturating_add(1);
+                if idle_streak > s.idle.spin {
+                    idle_sleep(sleep_us);
+                    sleep_us = (sleep_us * 2).min(s.idle.max_sleep_us);
+                }
+            }
+        }
+        last = now;
+    }
+    s.adopted.store(u64::MAX, Ordering::Release);
+}

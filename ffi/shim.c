@@ -1,0 +1,47 @@
+/* One exported function per DPDK static inline (or macro) that vnicd calls.
+ * Built with the exact cflags of `pkg-config --cflags libdpdk` so the inlines see the same
+ * rte_config.h as the shared libraries. */
+#include <rte_config.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_cycles.h>
+#include <rte_pause.h>
+#include <rte_prefetch.h>
+#include <rte_ethdev.h>
+#include "shim.h"
+
+uint16_t vnic_rte_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
+{ return rte_eth_rx_burst(port, queue, pkts, n); }
+uint16_t vnic_rte_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
+{ return rte_eth_tx_burst(port, queue, pkts, n); }
+struct rte_mbuf *vnic_rte_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
+int vnic_rte_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned int n)
+{ return rte_pktmbuf_alloc_bulk(mp, mbufs, n); }
+void vnic_rte_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
+void vnic_rte_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned int n) { rte_pktmbuf_free_bulk(mbufs, n); }
+char *vnic_rte_pktmbuf_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, char *); }
+char *vnic_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
+uint32_t vnic_rte_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
+uint16_t vnic_rte_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
+/* Byte counting for a burst in one call: one FFI crossing per burst, not per packet. */
+void vnic_rte_pktmbuf_sum_len(struct rte_mbuf *const *mbufs, unsigned int n, uint64_t *bytes)
+{
+	uint64_t sum = 0;
+	for (unsigned int i = 0; i < n; i++)
+		sum += mbufs[i]->pkt_len;
+	*bytes += sum;
+}
+unsigned int vnic_rte_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n)
+{ return rte_ring_enqueue_burst(r, objs, n, NULL); }
+unsigned int vnic_rte_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n)
+{ return rte_ring_dequeue_burst(r, objs, n, NULL); }
+unsigned int vnic_rte_ring_count(const struct rte_ring *r) { return rte_ring_count(r); }
+unsigned int vnic_rte_ring_free_count(const struct rte_ring *r) { return rte_ring_free_count(r); }
+unsigned int vnic_rte_mempool_avail_count(const struct rte_mempool *mp) { return rte_mempool_avail_count(mp); }
+unsigned int vnic_rte_mempool_in_use_count(const struct rte_mempool *mp) { return rte_mempool_in_use_count(mp); }
+unsigned int vnic_rte_lcore_id(void) { return rte_lcore_id(); }
+uint64_t vnic_rte_rdtsc(void) { return rte_rdtsc(); }
+uint64_t vnic_rte_get_tsc_hz(void) { return rte_get_tsc_hz(); }
+int vnic_rte_errno(void) { return rte_errno; }
+void vnic_rte_pause(void) { rte_pause(); }
+void vnic_rte_prefetch0(const void *p) { rte_prefetch0(p); }

@@ -1,0 +1,33 @@
+/* Exported wrappers of DPDK's static inline functions and macros, which bindgen cannot bind. */
+#ifndef VNIC_SHIM_H
+#define VNIC_SHIM_H
+#include <stdint.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_mempool.h>
+
+uint16_t vnic_rte_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+uint16_t vnic_rte_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+struct rte_mbuf *vnic_rte_pktmbuf_alloc(struct rte_mempool *mp);
+int vnic_rte_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned int n);
+void vnic_rte_pktmbuf_free(struct rte_mbuf *m);
+void vnic_rte_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned int n);
+char *vnic_rte_pktmbuf_mtod(struct rte_mbuf *m);
+char *vnic_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
+uint32_t vnic_rte_pktmbuf_pkt_len(const struct rte_mbuf *m);
+uint16_t vnic_rte_pktmbuf_data_len(const struct rte_mbuf *m);
+void vnic_rte_pktmbuf_sum_len(struct rte_mbuf *const *mbufs, unsigned int n, uint64_t *bytes);
+unsigned int vnic_rte_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n);
+unsigned int vnic_rte_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n);
+unsigned int vnic_rte_ring_count(const struct rte_ring *r);
+unsigned int vnic_rte_ring_free_count(const struct rte_ring *r);
+unsigned int vnic_rte_mempool_avail_count(const struct rte_mempool *mp);
+unsigned int vnic_rte_mempool_in_use_count(const struct rte_mempool *mp);
+unsigned int vnic_rte_lcore_id(void);
+uint64_t vnic_rte_rdtsc(void);
+uint64_t vnic_rte_get_tsc_hz(void);
+int vnic_rte_errno(void);
+void vnic_rte_pause(void);
+void vnic_rte_prefetch0(const void *p);
+
+#endif
