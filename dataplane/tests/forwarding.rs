@@ -20,6 +20,11 @@ struct Fixture {
 
 fn fixture(client_depth: u32, pool_size: u32) -> Fixture {
     let eal = eal();
+    let launch = Launch::Lcore(data_lcore(&eal));
+    fixture_on(eal, launch, client_depth, pool_size)
+}
+
+fn fixture_on(eal: Eal, launch: Launch, client_depth: u32, pool_size: u32) -> Fixture {
     let sock = socket_id();
     let pool = Mempool::new("fwd_pool", pool_size, 0, mempool::DEFAULT_DATA_ROOM, sock).unwrap();
     let wire_in = Ring::new("wire_in", 4096, sock).unwrap();
@@ -39,8 +44,7 @@ fn fixture(client_depth: u32, pool_size: u32) -> Fixture {
     port.start().unwrap();
     let to_client = Arc::new(Ring::new("c_rx", client_depth, sock).unwrap());
     let from_client = Arc::new(Ring::new("c_tx", client_depth, sock).unwrap());
-    let mut worker =
-        Worker::launch(Launch::Lcore(data_lcore(&eal)), 4, IdleBackoff::new(64, 50)).unwrap();
+    let mut worker = Worker::launch(launch, 4, IdleBackoff::new(64, 50)).unwrap();
     let table = FwdTable::new(
         vec![QueueEntry::new(
             port.rx_queue(0).unwrap(),
@@ -103,8 +107,20 @@ fn collect_wire(f: &Fixture, out: &mut Vec<Vec<u8>>) {
 
 #[test]
 fn exactly_n_in_exactly_n_out_payload_intact_and_no_leak() {
+    n_in_n_out(fixture(1024, 8191));
+}
+
+#[test]
+fn same_on_a_registered_pinned_thread_instead_of_an_eal_lcore() {
+    let eal = eal();
+    let cpu = data_lcore(&eal);
+    let f = fixture_on(eal, Launch::Thread(cpu), 1024, 8191);
+    assert_eq!(f.worker.launch_kind(), Launch::Thread(cpu));
+    n_in_n_out(f);
+}
+
+fn n_in_n_out(f: Fixture) {
     const N: u32 = 10_000;
-    let f = fixture(1024, 8191);
     let full = f.pool.available();
     assert_eq!(full, 8191);
     let mut out = Vec::new();
