@@ -1,0 +1,655 @@
+//! The JSON config: parsed strictly (`deny_unknown_fields`), then validated into typed values.
+//! Every error names the JSON path and the rule it breaks; validation reports all errors at once.
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use vnic_dataplane::{EalOptions, Memory};
+
+/// Most backing devices per vNIC (PowerVM's limit).
+pub const MAX_BACKING: usize = 6;
+/// Most vNICs per appliance.
+pub const MAX_VNICS: usize = 1024;
+/// Most queues per vNIC.
+pub const MAX_QUEUES: u16 = 16;
+/// Longest vNIC or backing-device name (DPDK ring names derive from it).
+pub const MAX_NAME: usize = 16;
+
+/// One config error: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path, e.g. `vnics[0].backing[1].priority`; `$` for the document.
+    pub path: String,
+    /// The rule broken.
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.msg)
+    }
+}
+
+/// All errors of one config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    fn one(path: impl Into<String>, msg: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            msg: msg.into(),
+        }])
+    }
+    /// True if some error is at `path` and its message contains `needle` (for tests and tools).
+    pub fn has(&self, path: &str, needle: &str) -> bool {
+        self.0
+            .iter()
+            .any(|e| e.path == path && e.msg.contains(needle))
+    }
+}
+
+/// Hugepage policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Hugepages {
+    /// Use hugepages when the host has free ones on a mounted hugetlbfs, else `--no-huge`.
+    #[default]
+    Auto,
+    /// Require hugepages.
+    On,
+    /// Never use hugepages.
+    Off,
+}
+
+/// How a data core's thread is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchKind {
+    /// An EAL worker lcore (`rte_eal_remote_launch`).
+    #[default]
+    Lcore,
+    /// A pinned std thread registered with `rte_thread_register`.
+    Thread,
+}
+
+/// `eal` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalSection {
+    /// CPUs for EAL lcores (main core and data cores).
+    pub cores: Vec<u32>,
+    /// The control thread's CPU.
+    pub main_core: u32,
+    /// Memory in MiB (64..=65536).
+    pub memory_mb: u32,
+    /// `auto` (default), `on` or `off`.
+    pub hugepages: Hugepages,
+    /// Shared-memory prefix. Set it so client processes can attach as DPDK secondaries; unset
+    /// means `--in-memory` (nothing left on disk).
+    pub file_prefix: Option<String>,
+    /// EAL log level 0..=8.
+    pub log_level: u32,
+    /// Extra EAL arguments, appended verbatim.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for EalSection {
+    fn default() -> Self {
+        EalSection {
+            cores: vec![0, 1],
+            main_core: 0,
+            memory_mb: 512,
+            hugepages: Hugepages::Auto,
+            file_prefix: None,
+            log_level: 4,
+            extra_args: vec![],
+        }
+    }
+}
+
+/// One data core.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataCore {
+    /// CPU / lcore id.
+    pub core: u32,
+    /// `lcore` (default) or `thread`.
+    #[serde(default)]
+    pub launch: LaunchKind,
+    /// Idle back-off ceiling in µs; 0 = pure busy polling (production default).
+    #[serde(default)]
+    pub idle_sleep_us: u32,
+}
+
+/// A backing device: one VF (PCI address or vdev devargs) that can carry a vNIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackingConfig {
+    /// Name, unique within the appliance.
+    pub name: String,
+    /// `0000:03:00.1` or a vdev string such as `net_memif0,role=client,socket=/run/x.sock`.
+    pub devargs: String,
+    /// 1..=100, lower wins (default 50).
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// Physical port label: no two backing devices of one vNIC may share one.
+    pub port_label: String,
+}
+
+fn default_priority() -> u32 {
+    50
+}
+
+/// A client vNIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VnicConfig {
+    /// Name, unique, `[A-Za-z0-9_-]`, at most 16 characters.
+    pub name: String,
+    /// Unicast MAC, `02:00:00:00:00:01`.
+    pub mac: String,
+    /// 68..=9600 (default 1500).
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
+    /// 1..=16 (default 1).
+    #[serde(default = "default_queues")]
+    pub queues: u32,
+    /// Client ring depth, a power of two 64..=32768 (default 1024).
+    #[serde(default = "default_depth")]
+    pub ring_depth: u32,
+    /// The data core serving it (default: the first).
+    #[serde(default)]
+    pub data_core: Option<u32>,
+    /// Backing devices, 1..=6.
+    pub backing: Vec<BackingConfig>,
+}
+
+fn default_mtu() -> u32 {
+    1500
+}
+fn default_queues() -> u32 {
+    1
+}
+fn default_depth() -> u32 {
+    1024
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub eal: EalSection,
+    /// Data cores (default: one, on CPU 1).
+    #[serde(default = "default_data_cores")]
+    pub data_cores: Vec<DataCore>,
+    /// Client control socket path.
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+    /// Status line interval in ms (100..=60000, default 1000).
+    #[serde(default = "default_stats_interval")]
+    pub stats_interval_ms: u32,
+    /// vNICs (at most 1024).
+    pub vnics: Vec<VnicConfig>,
+}
+
+fn default_data_cores() -> Vec<DataCore> {
+    vec![DataCore {
+        core: 1,
+        launch: LaunchKind::Lcore,
+        idle_sleep_us: 0,
+    }]
+}
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/vnicd/control.sock")
+}
+fn default_stats_interval() -> u32 {
+    1000
+}
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl std::str::FromStr for MacAddr {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err("must be six hex octets separated by ':' (02:00:00:00:00:01)");
+        }
+        let mut m = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err("each octet must be two hex digits");
+            }
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| "octets must be hex digits")?;
+        }
+        if m[0] & 1 == 1 {
+            return Err("must be unicast (a multicast bit is set in the first octet)");
+        }
+        if m == [0; 6] {
+            return Err("must not be all zeros");
+        }
+        Ok(MacAddr(m))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// A validated config. Only [`parse`] / [`RawConfig::validate`] make one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub raw: RawConfig,
+    /// Parsed MAC per vNIC (same order as `raw.vnics`).
+    pub macs: Vec<MacAddr>,
+    /// The data core of each vNIC (same order).
+    pub vnic_cores: Vec<u32>,
+}
+
+impl Config {
+    /// vNICs.
+    pub fn vnics(&self) -> &[VnicConfig] {
+        &self.raw.vnics
+    }
+    /// Data cores.
+    pub fn data_cores(&self) -> &[DataCore] {
+        &self.raw.data_cores
+    }
+}
+
+/// Parse and validate JSON text.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let path = if path.is_empty() || path == "." {
+            "$".to_string()
+        } else {
+            path
+        };
+        let msg = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!(
+                    "syntax error at line {} column {}: {}",
+                    inner.line(),
+                    inner.column(),
+                    strip_pos(&inner)
+                )
+            }
+            _ => format!(
+                "{} (line {} column {})",
+                strip_pos(&inner),
+                inner.line(),
+                inner.column()
+            ),
+        };
+        ConfigErrors::one(path, msg)
+    })?;
+    raw.validate()
+}
+
+/// Read, parse and validate a file.
+pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::one("$", format!("cannot read {}: {e}", path.display())))?;
+    parse(&text)
+}
+
+fn strip_pos(e: &serde_json::Error) -> String {
+    // serde_json appends " at line L column C"; we print position ourselves.
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn valid_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > MAX_NAME {
+        return Err(format!(
+            "must be at most {MAX_NAME} characters (got {})",
+            s.len()
+        ));
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err("may contain only letters, digits, '_' and '-'".into());
+    }
+    Ok(())
+}
+
+/// Check a backing device's devargs: a PCI address, or `net_<driver><n>[,key=value...]`.
+pub fn check_devargs(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace".into());
+    }
+    let mut parts = s.split(',');
+    let dev = parts.next().unwrap_or("");
+    let looks_pci = dev.contains(':') && !dev.starts_with("net_");
+    if looks_pci {
+        if !vnic_dataplane::port::is_pci_address(dev) {
+            return Err(format!("{dev:?} is not a PCI address (DDDD:BB:DD.F)"));
+        }
+    } else {
+        let Some(rest) = dev.strip_prefix("net_") else {
+            return Err(format!(
+                "{dev:?} is neither a PCI address nor a vdev name (net_<driver><n>)"
+            ));
+        };
+        let drv = rest.trim_end_matches(|c: char| c.is_ascii_digit());
+        if drv.is_empty()
+            || drv.len() == rest.len()
+            || !drv.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            return Err(format!(
+                "vdev name {dev:?} must be net_<driver><number>, e.g. net_memif0"
+            ));
+        }
+    }
+    for kv in parts {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => {}
+            _ => return Err(format!("device argument {kv:?} must be key=value")),
+        }
+    }
+    Ok(())
+}
+
+impl RawConfig {
+    /// Validate into a [`Config`], collecting every error.
+    pub fn validate(self) -> Result<Config, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut err = |path: String, msg: String| errs.push(ConfigError { path, msg });
+
+        // EAL
+        let e = &self.eal;
+        if e.cores.is_empty() {
+            err("eal.cores".into(), "must list at least one CPU".into());
+        }
+        let ncpu = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        let max_cpu = ncpu.max(128);
+        for (i, c) in e.cores.iter().enumerate() {
+            if *c >= max_cpu {
+                err(
+                    format!("eal.cores[{i}]"),
+                    format!("CPU {c} out of range 0..{max_cpu}"),
+                );
+            }
+        }
+        if !e.cores.contains(&e.main_core) {
+            err(
+                "eal.main_core".into(),
+                format!("core {} is not in eal.cores {:?}", e.main_core, e.cores),
+            );
+        }
+        if !(64..=65536).contains(&e.memory_mb) {
+            err(
+                "eal.memory_mb".into(),
+                format!("{} out of range 64..=65536", e.memory_mb),
+            );
+        }
+        if e.log_level > 8 {
+            err(
+                "eal.log_level".into(),
+                format!("{} out of range 0..=8", e.log_level),
+            );
+        }
+        if let Some(p) = &e.file_prefix {
+            if valid_name(p).is_err() || p.len() > 32 {
+                err(
+                    "eal.file_prefix".into(),
+                    "must be 1..=32 of letters, digits, '_' and '-'".into(),
+                );
+            }
+        }
+
+        // Data cores
+        if self.data_cores.is_empty() {
+            err(
+                "data_cores".into(),
+                "must list at least one data core".into(),
+            );
+        }
+        let mut seen_cores = HashSet::new();
+        for (i, d) in self.data_cores.iter().enumerate() {
+            let p = format!("data_cores[{i}].core");
+            if !e.cores.contains(&d.core) {
+                err(
+                    p.clone(),
+                    format!("core {} is not in eal.cores {:?}", d.core, e.cores),
+                );
+            } else if d.core == e.main_core {
+                err(
+                    p.clone(),
+                    format!("core {} is the main (control) core", d.core),
+                );
+            }
+            if !seen_cores.insert(d.core) {
+                err(p, format!("core {} listed twice", d.core));
+            }
+            if d.idle_sleep_us > 100_000 {
+                err(
+                    format!("data_cores[{i}].idle_sleep_us"),
+                    format!("{} out of range 0..=100000", d.idle_sleep_us),
+                );
+            }
+        }
+        if !(100..=60_000).contains(&self.stats_interval_ms) {
+            err(
+                "stats_interval_ms".into(),
+                format!("{} out of range 100..=60000", self.stats_interval_ms),
+            );
+        }
+        if self.control_socket.as_os_str().is_empty() {
+            err("control_socket".into(), "must not be empty".into());
+        }
+
+        // vNICs
+        if self.vnics.len() > MAX_VNICS {
+            err(
+                "vnics".into(),
+                format!("{} vNICs, at most {MAX_VNICS}", self.vnics.len()),
+            );
+        }
+        let mut vnic_names: HashMap<&str, usize> = HashMap::new();
+        let mut backing_names: HashMap<&str, String> = HashMap::new();
+        let mut devices: HashMap<String, String> = HashMap::new();
+        let mut macs_seen: HashMap<MacAddr, usize> = HashMap::new();
+        let mut macs = Vec::new();
+        let mut vnic_cores = Vec::new();
+        let first_core = self.data_cores.first().map(|d| d.core).unwrap_or(1);
+        for (i, v) in self.vnics.iter().enumerate() {
+            let vp = format!("vnics[{i}]");
+            if let Err(m) = valid_name(&v.name) {
+                err(format!("{vp}.name"), m);
+            }
+            if let Some(j) = vnic_names.insert(&v.name, i) {
+                err(
+                    format!("{vp}.name"),
+                    format!("duplicate vNIC name {:?} (also vnics[{j}])", v.name),
+                );
+            }
+            match v.mac.parse::<MacAddr>() {
+                Ok(m) => {
+                    if let Some(j) = macs_seen.insert(m, i) {
+                        err(
+                            format!("{vp}.mac"),
+                            format!("MAC {m} also used by vnics[{j}]"),
+                        );
+                    }
+                    macs.push(m);
+                }
+                Err(why) => {
+                    err(format!("{vp}.mac"), format!("bad MAC {:?}: {why}", v.mac));
+                    macs.push(MacAddr([0; 6]));
+                }
+            }
+            if !(68..=9600).contains(&v.mtu) {
+                err(
+                    format!("{vp}.mtu"),
+                    format!("{} out of range 68..=9600", v.mtu),
+                );
+            }
+            if !(1..=MAX_QUEUES as u32).contains(&v.queues) {
+                err(
+                    format!("{vp}.queues"),
+                    format!("{} out of range 1..={MAX_QUEUES}", v.queues),
+                );
+            }
+            if !(64..=32768).contains(&v.ring_depth) || !v.ring_depth.is_power_of_two() {
+                err(
+                    format!("{vp}.ring_depth"),
+                    format!("{} must be a power of two in 64..=32768", v.ring_depth),
+                );
+            }
+            let core = v.data_core.unwrap_or(first_core);
+            if !self.data_cores.iter().any(|d| d.core == core) {
+                err(
+                    format!("{vp}.data_core"),
+                    format!("core {core} is not one of data_cores"),
+                );
+            }
+            vnic_cores.push(core);
+            if v.backing.is_empty() {
+                err(
+                    format!("{vp}.backing"),
+                    "needs at least one backing device".into(),
+                );
+            }
+            if v.backing.len() > MAX_BACKING {
+                err(
+                    format!("{vp}.backing"),
+                    format!("{} backing devices, at most {MAX_BACKING}", v.backing.len()),
+                );
+            }
+            let mut labels: HashMap<&str, usize> = HashMap::new();
+            for (k, b) in v.backing.iter().enumerate() {
+                let bp = format!("{vp}.backing[{k}]");
+                if let Err(m) = valid_name(&b.name) {
+                    err(format!("{bp}.name"), m);
+                }
+                if let Some(other) = backing_names.insert(&b.name, bp.clone()) {
+                    err(
+                        format!("{bp}.name"),
+                        format!("duplicate backing device name {:?} (also {other})", b.name),
+                    );
+                }
+                match check_devargs(&b.devargs) {
+                    Ok(()) => {
+                        let dev = vnic_dataplane::port::device_name(&b.devargs).to_string();
+                        if let Some(other) = devices.insert(dev.clone(), bp.clone()) {
+                            err(
+                                format!("{bp}.devargs"),
+                                format!("device {dev:?} already backs {other}"),
+                            );
+                        }
+                    }
+                    Err(m) => err(format!("{bp}.devargs"), m),
+                }
+                if !(1..=100).contains(&b.priority) {
+                    err(
+                        format!("{bp}.priority"),
+                        format!("{} out of range 1..=100", b.priority),
+                    );
+                }
+                if b.port_label.is_empty() {
+                    err(format!("{bp}.port_label"), "must not be empty".into());
+                } else if let Some(j) = labels.insert(&b.port_label, k) {
+                    err(
+                        format!("{bp}.port_label"),
+                        format!(
+                            "physical port {:?} already used by {vp}.backing[{j}]: backing devices of one vNIC must be on different ports",
+                            b.port_label
+                        ),
+                    );
+                }
+            }
+        }
+        if errs.is_empty() {
+            Ok(Config {
+                raw: self,
+                macs,
+                vnic_cores,
+            })
+        } else {
+            Err(ConfigErrors(errs))
+        }
+    }
+}
+
+/// Map a validated config to EAL options. Pure: whether the host has hugepages is an input.
+pub fn eal_options(cfg: &Config, host_has_hugepages: bool) -> Result<EalOptions, ConfigErrors> {
+    let e = &cfg.raw.eal;
+    let huge = match e.hugepages {
+        Hugepages::On if !host_has_hugepages => {
+            return Err(ConfigErrors::one(
+                "eal.hugepages",
+                "\"on\" but the host has no free hugepages on a mounted hugetlbfs",
+            ))
+        }
+        Hugepages::On => true,
+        Hugepages::Off => false,
+        Hugepages::Auto => host_has_hugepages,
+    };
+    let memory = match (huge, &e.file_prefix) {
+        (true, Some(p)) => Memory::HugeShared {
+            file_prefix: p.clone(),
+        },
+        (true, None) => Memory::HugeInMemory,
+        (false, _) => Memory::NoHuge,
+    };
+    let pci_allow = cfg
+        .vnics()
+        .iter()
+        .flat_map(|v| v.backing.iter())
+        .filter(|b| vnic_dataplane::port::is_pci_address(&b.devargs))
+        .map(|b| b.devargs.clone())
+        .collect();
+    Ok(EalOptions {
+        program: "vnicd".into(),
+        cores: e.cores.clone(),
+        main_core: e.main_core,
+        memory_mb: e.memory_mb,
+        memory,
+        pci_allow,
+        log_level: e.log_level,
+        extra: e.extra_args.clone(),
+    })
+}
+
+/// The embedded default config (`configs/demo.json`).
+pub const DEMO_CONFIG: &str = include_str!("../../configs/demo.json");

@@ -1,0 +1,264 @@
+//! Config parsing and validation: good configs pass; each bad input is rejected with its JSON path.
+use vnic_control::config::{self, eal_options, parse, ConfigErrors};
+use vnic_dataplane::Memory;
+
+fn base() -> serde_json::Value {
+    serde_json::json!({
+        "eal": {"cores": [0, 1], "main_core": 0},
+        "data_cores": [{"core": 1}],
+        "vnics": [{
+            "name": "vnic0",
+            "mac": "02:00:00:00:00:01",
+            "backing": [
+                {"name": "a", "devargs": "net_memif0,role=client,socket=/tmp/a.sock", "priority": 10, "port_label": "p0"},
+                {"name": "b", "devargs": "0000:03:00.1", "port_label": "p1"}
+            ]
+        }]
+    })
+}
+
+fn errs(v: serde_json::Value) -> ConfigErrors {
+    parse(&v.to_string()).expect_err("must be rejected")
+}
+
+fn assert_err(e: &ConfigErrors, path: &str, needle: &str) {
+    assert!(
+        e.has(path, needle),
+        "expected error at {path} containing {needle:?}, got:\n{e}"
+    );
+}
+
+#[test]
+fn the_embedded_demo_config_is_valid() {
+    let c = parse(config::DEMO_CONFIG).unwrap();
+    assert_eq!(c.vnics().len(), 2);
+    assert_eq!(c.vnics()[0].backing.len(), 2);
+    assert_eq!(c.vnics()[1].mtu, 1500, "default");
+}
+
+#[test]
+fn a_good_config_gets_defaults() {
+    let c = parse(&base().to_string()).unwrap();
+    let v = &c.vnics()[0];
+    assert_eq!((v.mtu, v.queues, v.ring_depth), (1500, 1, 1024));
+    assert_eq!(v.backing[1].priority, 50);
+    assert_eq!(c.vnic_cores, vec![1]);
+    assert_eq!(c.macs[0].to_string(), "02:00:00:00:00:01");
+    assert_eq!(c.raw.stats_interval_ms, 1000);
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let e = parse("{\n  \"vnics\": [\n    {\"name\": \"x\",,}\n  ]\n}").unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    let m = e.to_string();
+    assert!(m.contains("syntax error at line 3 column"), "{m}");
+    let e = parse("{\"vnics\": [").unwrap_err();
+    assert!(e.to_string().contains("line 1 column"), "{e}");
+}
+
+#[test]
+fn unknown_field_is_named_with_its_path() {
+    let mut v = base();
+    v["vnics"][0]["backing"][1]["prio"] = 3.into();
+    let e = errs(v);
+    assert_err(
+        &e,
+        "vnics[0].backing[1].prio",
+        "unknown field `prio`, expected one of",
+    );
+    let mut v = base();
+    v["eal"]["hugepage"] = true.into();
+    assert_err(&errs(v), "eal.hugepage", "unknown field `hugepage`");
+}
+
+#[test]
+fn missing_field_is_named() {
+    let mut v = base();
+    v["vnics"][0].as_object_mut().unwrap().remove("mac");
+    assert_err(&errs(v), "vnics[0]", "missing field `mac`");
+    let mut v = base();
+    v["vnics"][0]["backing"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("port_label");
+    assert_err(
+        &errs(v),
+        "vnics[0].backing[0]",
+        "missing field `port_label`",
+    );
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let mut v = base();
+    v["vnics"][0]["mtu"] = "1500".into();
+    assert_err(&errs(v), "vnics[0].mtu", "invalid type");
+}
+
+#[test]
+fn out_of_range_numbers() {
+    let mut v = base();
+    v["vnics"][0]["backing"][0]["priority"] = 0.into();
+    v["vnics"][0]["backing"][1]["priority"] = 101.into();
+    v["vnics"][0]["mtu"] = 10000.into();
+    v["vnics"][0]["queues"] = 0.into();
+    v["vnics"][0]["ring_depth"] = 1000.into();
+    v["eal"]["memory_mb"] = 1.into();
+    let e = errs(v);
+    assert_err(&e, "vnics[0].backing[0].priority", "out of range 1..=100");
+    assert_err(&e, "vnics[0].backing[1].priority", "out of range 1..=100");
+    assert_err(&e, "vnics[0].mtu", "out of range 68..=9600");
+    assert_err(&e, "vnics[0].queues", "out of range 1..=16");
+    assert_err(&e, "vnics[0].ring_depth", "power of two");
+    assert_err(&e, "eal.memory_mb", "out of range");
+    assert_eq!(e.0.len(), 6, "all errors reported at once:\n{e}");
+}
+
+#[test]
+fn negative_number_is_a_type_error_with_path() {
+    let mut v = base();
+    v["vnics"][0]["backing"][0]["priority"] = (-5).into();
+    assert_err(&errs(v), "vnics[0].backing[0].priority", "invalid value");
+}
+
+#[test]
+fn duplicate_names() {
+    let mut v = base();
+    let second = v["vnics"][0].clone();
+    v["vnics"].as_array_mut().unwrap().push(second);
+    let e = errs(v);
+    assert_err(&e, "vnics[1].name", "duplicate vNIC name \"vnic0\"");
+    assert_err(
+        &e,
+        "vnics[1].backing[0].name",
+        "duplicate backing device name \"a\"",
+    );
+    assert_err(
+        &e,
+        "vnics[1].backing[0].devargs",
+        "already backs vnics[0].backing[0]",
+    );
+    assert_err(&e, "vnics[1].mac", "also used by vnics[0]");
+}
+
+#[test]
+fn bad_macs() {
+    for (mac, why) in [
+        ("02:00:00:00:00", "six hex octets"),
+        ("02:00:00:00:00:zz", "hex"),
+        ("01:00:5e:00:00:01", "unicast"),
+        ("00:00:00:00:00:00", "all zeros"),
+        ("2:00:00:00:00:01", "two hex digits"),
+    ] {
+        let mut v = base();
+        v["vnics"][0]["mac"] = mac.into();
+        assert_err(&errs(v), "vnics[0].mac", why);
+    }
+}
+
+#[test]
+fn more_than_six_backing_devices() {
+    let mut v = base();
+    let list: Vec<_> = (0..7)
+        .map(|i| serde_json::json!({"name": format!("b{i}"), "devargs": format!("net_null{i}"), "port_label": format!("p{i}")}))
+        .collect();
+    v["vnics"][0]["backing"] = list.into();
+    assert_err(&errs(v), "vnics[0].backing", "7 backing devices, at most 6");
+}
+
+#[test]
+fn no_backing_device() {
+    let mut v = base();
+    v["vnics"][0]["backing"] = serde_json::json!([]);
+    assert_err(&errs(v), "vnics[0].backing", "at least one");
+}
+
+#[test]
+fn two_backing_devices_on_one_physical_port() {
+    let mut v = base();
+    v["vnics"][0]["backing"][1]["port_label"] = "p0".into();
+    assert_err(
+        &errs(v),
+        "vnics[0].backing[1].port_label",
+        "already used by vnics[0].backing[0]",
+    );
+}
+
+#[test]
+fn data_core_out_of_range() {
+    let mut v = base();
+    v["data_cores"] = serde_json::json!([{"core": 5}]);
+    assert_err(&errs(v), "data_cores[0].core", "not in eal.cores");
+    let mut v = base();
+    v["data_cores"] = serde_json::json!([{"core": 0}]);
+    assert_err(&errs(v), "data_cores[0].core", "main (control) core");
+    let mut v = base();
+    v["vnics"][0]["data_core"] = 7.into();
+    assert_err(
+        &errs(v),
+        "vnics[0].data_core",
+        "core 7 is not one of data_cores",
+    );
+    let mut v = base();
+    v["eal"]["cores"] = serde_json::json!([0, 1, 4096]);
+    assert_err(&errs(v), "eal.cores[2]", "out of range");
+}
+
+#[test]
+fn bad_devargs_and_names() {
+    for (d, why) in [
+        ("", "empty"),
+        ("memif0", "neither a PCI address nor a vdev"),
+        ("net_memif", "net_<driver><number>"),
+        ("0000:03:00.9", "not a PCI address"),
+        ("net_memif0,role", "key=value"),
+        ("net_memif0, role=client", "whitespace"),
+    ] {
+        let mut v = base();
+        v["vnics"][0]["backing"][0]["devargs"] = d.into();
+        assert_err(&errs(v), "vnics[0].backing[0].devargs", why);
+    }
+    let mut v = base();
+    v["vnics"][0]["name"] = "a name with spaces".into();
+    assert_err(&errs(v), "vnics[0].name", "at most 16");
+    let mut v = base();
+    v["vnics"][0]["name"] = "bad/name".into();
+    assert_err(&errs(v), "vnics[0].name", "only letters");
+}
+
+#[test]
+fn eal_mapping_follows_hugepage_policy() {
+    let c = parse(&base().to_string()).unwrap();
+    let o = eal_options(&c, true).unwrap();
+    assert_eq!(o.memory, Memory::HugeInMemory);
+    assert_eq!(
+        o.pci_allow,
+        vec!["0000:03:00.1".to_string()],
+        "PCI backing devices are allow-listed"
+    );
+    assert_eq!(
+        eal_options(&c, false).unwrap().memory,
+        Memory::NoHuge,
+        "auto falls back to --no-huge"
+    );
+    let mut v = base();
+    v["eal"]["hugepages"] = "on".into();
+    let c = parse(&v.to_string()).unwrap();
+    assert!(eal_options(&c, false)
+        .unwrap_err()
+        .has("eal.hugepages", "no free hugepages"));
+    let mut v = base();
+    v["eal"]["file_prefix"] = "vnicd1".into();
+    let c = parse(&v.to_string()).unwrap();
+    assert_eq!(
+        eal_options(&c, true).unwrap().memory,
+        Memory::HugeShared {
+            file_prefix: "vnicd1".into()
+        }
+    );
+    let mut v = base();
+    v["eal"]["hugepages"] = "off".into();
+    let c = parse(&v.to_string()).unwrap();
+    assert_eq!(eal_options(&c, true).unwrap().memory, Memory::NoHuge);
+}
