@@ -445,8 +445,8 @@ pub fn port_name(id: PortId) -> Option<String> {
     let mut buf = [0 as std::ffi::c_char; 64];
     // SAFETY: buf is 64 bytes, RTE_ETH_NAME_MAX_LEN.
     let ret = unsafe { dpdk_sys::rte_eth_dev_get_name_by_port(id.0, buf.as_mut_ptr()) };
-    // SAFETY: on success buf holds a NUL-terminated name.
     (ret == 0).then(|| {
+        // SAFETY: on success buf holds a NUL-terminated name.
         unsafe { CStr::from_ptr(buf.as_ptr()) }
             .to_string_lossy()
             .into_owned()

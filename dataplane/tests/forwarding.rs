@@ -9,13 +9,13 @@ use vnic_dataplane::*;
 struct Fixture {
     // Field order is drop order: worker (stops the loop) → port → rings → pool → EAL.
     worker: Worker,
-    port: Port,
+    _port: Port,
     wire_in: Ring,
     wire_out: Ring,
     to_client: Arc<Ring>,
     from_client: Arc<Ring>,
     pool: Mempool,
-    eal: Eal,
+    _eal: Eal,
 }
 
 fn fixture(client_depth: u32, pool_size: u32) -> Fixture {
@@ -58,13 +58,13 @@ fn fixture_on(eal: Eal, launch: Launch, client_depth: u32, pool_size: u32) -> Fi
     worker.publish(table).unwrap();
     Fixture {
         worker,
-        port,
+        _port: port,
         wire_in,
         wire_out,
         to_client,
         from_client,
         pool,
-        eal,
+        _eal: eal,
     }
 }
 

@@ -1,0 +1,278 @@
+//! vnicd: the vNIC appliance daemon.
+#![forbid(unsafe_code)]
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vnic_control::appliance::{Appliance, StartOptions, Status};
+use vnic_control::config;
+use vnic_dataplane::InlineMode;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Inline {
+    /// No in-core client: clients attach over the control socket.
+    None,
+    /// Swap MACs and send every packet back (a reflecting client on the data core).
+    Reflect,
+    /// Send every packet back untouched (pointer moves only, for peak-rate benchmarks).
+    Bounce,
+}
+
+/// vnicd — virtual NICs for clients, backed by SR-IOV VFs, switched by a pinned poll-mode core.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file (JSON). Without it the embedded demo config is used.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    config: Option<PathBuf>,
+    /// Validate a config file and exit: 0 when valid, 2 with the errors otherwise.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Serve every vNIC with an in-core client on its data core (demo, benchmarks).
+    #[arg(long, value_enum, default_value = "none")]
+    inline_client: Inline,
+    /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Print the final status as JSON on stdout at exit.
+    #[arg(long)]
+    json_summary: bool,
+    /// No per-interval status lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+
+    if let Some(p) = &args.check_config {
+        return match config::load(p) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} vNICs, {} backing devices, {} data cores)",
+                    p.display(),
+                    c.vnics().len(),
+                    c.vnics().iter().map(|v| v.backing.len()).sum::<usize>(),
+                    c.data_cores().len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: invalid config:\n{e}", p.display());
+                ExitCode::from(2)
+            }
+        };
+    }
+
+    let cfg = match &args.config {
+        Some(p) => config::load(p).map_err(|e| format!("{}: invalid config:\n{e}", p.display())),
+        None => {
+            config::parse(config::DEMO_CONFIG).map_err(|e| format!("embedded demo config:\n{e}"))
+        }
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(d) = args.duration {
+        if !(d.is_finite() && d > 0.0) {
+            eprintln!("--duration must be a positive number of seconds (got {d})");
+            return ExitCode::from(2);
+        }
+    }
+    let interval = Duration::from_millis(cfg.raw.stats_interval_ms as u64);
+
+    // Signal handlers only set a flag; the main loop does the rest.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("cannot install signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let opts = StartOptions {
+        inline_client: match args.inline_client {
+            Inline::None => None,
+            Inline::Reflect => Some(InlineMode::Reflect),
+            Inline::Bounce => Some(InlineMode::Bounce),
+        },
+        host_hugepages: None,
+    };
+    let started = Instant::now();
+    let app = match Appliance::start(cfg, &opts) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vnicd: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let first = app.status();
+    eprintln!(
+        "vnicd: up in {:.0} ms (DPDK {}, EAL: {})",
+        started.elapsed().as_secs_f64() * 1e3,
+        first.dpdk_version,
+        first.eal_args.join(" ")
+    );
+    for v in &first.vnics {
+        let b: Vec<String> = v
+            .backing
+            .iter()
+            .map(|b| format!("{}(prio {}, {})", b.name, b.priority, state_word(&b.state)))
+            .collect();
+        eprintln!(
+            "  {} {} core {}: {}",
+            v.name,
+            v.mac,
+            v.data_core,
+            b.join(", ")
+        );
+    }
+
+    let t0 = Instant::now();
+    let mut prev = first.clone();
+    let mut prev_t = Instant::now();
+    let mut next = prev_t + interval;
+    while !stop.load(Ordering::Relaxed) {
+        if args
+            .duration
+            .is_some_and(|d| t0.elapsed().as_secs_f64() >= d)
+        {
+            break;
+        }
+        let now = Instant::now();
+        if now >= next {
+            let cur = app.status();
+            if !args.quiet {
+                eprintln!(
+                    "{}",
+                    status_line(&prev, &cur, (now - prev_t).as_secs_f64(), t0.elapsed())
+                );
+            }
+            prev = cur;
+            prev_t = now;
+            next += interval;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fin = app.status();
+    let secs = t0.elapsed().as_secs_f64();
+    let report = app.shutdown();
+    summary(&first, &fin, secs, &report);
+    if args.json_summary {
+        let j = serde_json::json!({"status": fin, "seconds": secs, "shutdown": report});
+        println!("{j}");
+    }
+    if report.leaked() > 0 {
+        eprintln!(
+            "vnicd: LEAK: {} mbufs not returned to their pools",
+            report.leaked()
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn state_word(s: &vnic_control::appliance::BackingState) -> String {
+    match s {
+        vnic_control::appliance::BackingState::Active => "active".into(),
+        vnic_control::appliance::BackingState::Standby => "standby".into(),
+        vnic_control::appliance::BackingState::Failed(r) => format!("failed: {r}"),
+    }
+}
+
+fn mpps(p: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        p as f64 / secs / 1e6
+    } else {
+        0.0
+    }
+}
+
+fn status_line(a: &Status, b: &Status, secs: f64, t: Duration) -> String {
+    let mut s = format!("[{:>5.1}s]", t.as_secs_f64());
+    for (x, y) in a.vnics.iter().zip(&b.vnics) {
+        s += &format!(
+            " {}@{}: rx {:.2} tx {:.2} Mpps drop {}/{}",
+            y.name,
+            y.active_backing.as_deref().unwrap_or("-"),
+            mpps(y.rx_packets - x.rx_packets, secs),
+            mpps(y.tx_packets - x.tx_packets, secs),
+            y.rx_drops - x.rx_drops,
+            y.tx_drops - x.tx_drops,
+        );
+    }
+    for (x, y) in a.cores.iter().zip(&b.cores) {
+        let p = y.packets - x.packets;
+        let loops = (y.loops - x.loops).max(1);
+        let cyc = if p > 0 {
+            format!("{:.0}", (y.busy_cycles - x.busy_cycles) as f64 / p as f64)
+        } else {
+            "-".into()
+        };
+        s += &format!(
+            " | core{} {} cyc/pkt, idle {:.0}%",
+            y.core,
+            cyc,
+            100.0 * (1.0 - (y.busy_loops - x.busy_loops) as f64 / loops as f64)
+        );
+    }
+    s
+}
+
+fn summary(a: &Status, b: &Status, secs: f64, r: &vnic_control::appliance::ShutdownReport) {
+    eprintln!("vnicd summary over {secs:.1} s:");
+    for (x, y) in a.vnics.iter().zip(&b.vnics) {
+        let rx = y.rx_packets - x.rx_packets;
+        let tx = y.tx_packets - x.tx_packets;
+        eprintln!(
+            "  {}: rx {} pkts ({:.2} Mpps), tx {} pkts ({:.2} Mpps), drops rx {} tx {} client {}",
+            y.name,
+            rx,
+            mpps(rx, secs),
+            tx,
+            mpps(tx, secs),
+            y.rx_drops,
+            y.tx_drops,
+            y.client_drops
+        );
+    }
+    let total: u64 = b.vnics.iter().map(|v| v.rx_packets + v.tx_packets).sum();
+    eprintln!(
+        "  forwarded {} packets in total ({:.2} Mpps)",
+        total,
+        mpps(total, secs)
+    );
+    for (x, y) in a.cores.iter().zip(&b.cores) {
+        let p = y.packets - x.packets;
+        if p > 0 {
+            eprintln!(
+                "  core {}: {:.1} cycles/packet (busy), {} table swaps",
+                y.core,
+                (y.busy_cycles - x.busy_cycles) as f64 / p as f64,
+                y.table_generation
+            );
+        }
+    }
+    let leaked = r.leaked();
+    eprintln!(
+        "  mempools: {} ({} mbufs drained from client rings at teardown)",
+        if leaked == 0 {
+            "all back to full, no leak".to_string()
+        } else {
+            format!("{leaked} mbufs LEAKED")
+        },
+        r.drained_from_rings
+    );
+}
