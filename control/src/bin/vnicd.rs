@@ -250,7 +250,7 @@ fn summary(a: &Status, b: &Status, secs: f64, r: &vnic_control::appliance::Shutd
     }
     let total: u64 = b.vnics.iter().map(|v| v.rx_packets + v.tx_packets).sum();
     eprintln!(
-        "  forwarded {} packets in total ({:.2} Mpps)",
+        "  moved {} packets in total, VF->client plus client->VF ({:.2} Mpps)",
         total,
         mpps(total, secs)
     );
@@ -258,7 +258,7 @@ fn summary(a: &Status, b: &Status, secs: f64, r: &vnic_control::appliance::Shutd
         let p = y.packets - x.packets;
         if p > 0 {
             eprintln!(
-                "  core {}: {:.1} cycles/packet (busy), {} table swaps",
+                "  core {}: {:.1} busy cycles per packet hop, forwarding table generation {}",
                 y.core,
                 (y.busy_cycles - x.busy_cycles) as f64 / p as f64,
                 y.table_generation
