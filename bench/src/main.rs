@@ -1,17 +1,17 @@
-//! `vnic-bench`: forwarding rate of vnicd against `dpdk-testpmd --forward-mode=io` on the same
-//! memif topology and the same pinned core, alternating A/B in one run.
+//! `vnic-bench`: vnicd's forwarding rate against `dpdk-testpmd --forward-mode=io` on the same vdev
+//! topology and the same pinned core (CPU 1), alternating A/B in one run.
 //!
-//! Topology (both devices under test see exactly the same wire):
-//!   wire: dpdk-testpmd, 2 memif server ports, io/paired, forwarding on CPU 0
-//!   DUT:  2 memif client ports, forwarding on CPU 1
-//!     - testpmd-io:    dpdk-testpmd io/paired
-//!     - vnicd-lcore:   vnicd, 2 vNICs (one backing device each), in-core bounce client, EAL lcore
-//!     - vnicd-thread:  the same on a registered pinned thread instead of an EAL lcore
+//! Scenarios (both run by default):
+//! - `null`: the device under test alone, two `net_null` ports (rx makes mbufs, tx frees them).
+//!   Nothing else runs, so the DUT's own per-packet cost is the limit. Rate: the DUT's tx counters.
+//! - `memif`: a testpmd "wire" with two memif server ports (io, paired) on CPU 0 and the DUT with
+//!   two memif client ports on CPU 1, seeded with `start tx_first`. Rate: the wire's rx counters.
 //!
-//! Traffic is seeded with `start tx_first` and circulates; the rate is the wire's receive rate
-//! over the measurement window. Figures are medians with min/max and ratios against testpmd-io
-//! measured in the same run.
-use clap::Parser;
+//! Devices under test: `testpmd-io` (io, paired); `vnicd-lcore` (two vNICs, one backing device
+//! each, in-core bounce client, data core on an EAL lcore); `vnicd-thread` (the same on a
+//! registered pinned thread). vnicd's path has the client-ring hop testpmd io lacks: VF → client
+//! rx ring → client → client tx ring → VF.
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,13 +20,24 @@ use std::time::{Duration, Instant};
 use vnic_bench::procs::Guard;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Scenario {
+    Null,
+    Memif,
+    All,
+}
+
 #[derive(Debug, Parser)]
 #[command(about = "vnicd forwarding benchmark against dpdk-testpmd io on the same topology")]
 struct Args {
     /// Short run for reviewers (3 rounds, 2 s windows).
     #[arg(long)]
     quick: bool,
-    /// Rounds; each round runs every device under test once (order alternates).
+    /// Which topology.
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Rounds; each round runs every device under test once (order rotates).
     #[arg(long)]
     rounds: Option<u32>,
     /// Measurement window per trial, seconds.
@@ -38,6 +49,9 @@ struct Args {
     /// vnicd binary (default: next to this one).
     #[arg(long)]
     vnicd: Option<PathBuf>,
+    /// memif: bursts of 32 seeded per wire port (`start tx_first N`).
+    #[arg(long, default_value_t = 8)]
+    seed_bursts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,26 +72,45 @@ impl Dut {
     }
 }
 
+const DUTS: [Dut; 3] = [Dut::TestpmdIo, Dut::VnicdLcore, Dut::VnicdThread];
+
 #[derive(Debug, Clone, Serialize)]
 struct Trial {
+    scenario: Scenario,
     dut: Dut,
     round: u32,
     mpps: f64,
-    /// Busy cycles per forwarded packet on the DUT's forwarding core.
+    /// Busy cycles per forwarded packet on the DUT's core.
     cycles_per_packet: Option<f64>,
-    /// vnicd only: share of idle polls.
+    /// vnicd only: share of loop iterations that found nothing.
     idle_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 struct Summary {
+    scenario: Scenario,
     dut: Dut,
     median_mpps: f64,
     min_mpps: f64,
     max_mpps: f64,
     median_cycles_per_packet: Option<f64>,
-    ratio_vs_testpmd: f64,
+    /// median / testpmd median
+    ratio_of_medians: f64,
+    /// median over rounds of (this trial / testpmd trial of the same round)
+    median_round_ratio: f64,
+    /// best / testpmd best (noise only ever slows a trial down)
+    ratio_of_best: f64,
 }
+
+struct Env {
+    dir: PathBuf,
+    huge: bool,
+    vnicd: PathBuf,
+    seconds: f64,
+    seed_bursts: u32,
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
@@ -89,33 +122,31 @@ fn main() -> ExitCode {
     }
 }
 
-struct Env {
-    dir: PathBuf,
-    huge: bool,
-    vnicd: PathBuf,
-    seconds: f64,
-}
-
-fn sock(dir: &Path, i: usize) -> String {
-    dir.join(format!("bench{i}.sock")).display().to_string()
-}
-
-fn median(v: &mut [f64]) -> f64 {
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let rounds = args.rounds.unwrap_or(if args.quick { 3 } else { 5 });
-    let seconds = args.seconds.unwrap_or(if args.quick { 2.0 } else { 4.0 });
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn run(args: Args) -> Res<()> {
+    let rounds = args.rounds.unwrap_or(if args.quick { 3 } else { 7 });
+    let seconds = args.seconds.unwrap_or(if args.quick { 2.0 } else { 3.0 });
     if rounds == 0 || !(seconds > 0.0 && seconds.is_finite()) {
         return Err("--rounds and --seconds must be positive".into());
     }
@@ -126,6 +157,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if !vnicd.exists() {
         return Err(format!("{} not found: build with `make build`", vnicd.display()).into());
     }
+    let which = which_testpmd();
+    if !which {
+        return Err("dpdk-testpmd not found (install dpdk-dev: `make deps`)".into());
+    }
     let dir = std::env::temp_dir().join(format!("vnic-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let env = Env {
@@ -133,146 +168,151 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         huge: vnic_dataplane::eal::host_hugepages_usable(),
         vnicd,
         seconds,
+        seed_bursts: args.seed_bursts.clamp(1, 64),
     };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let scenarios: Vec<Scenario> = match args.scenario {
+        Scenario::All => vec![Scenario::Null, Scenario::Memif],
+        s => vec![s],
+    };
+    let cpu = cpu_model();
     eprintln!(
-        "vnic-bench: {rounds} rounds x 3 devices, {seconds} s windows; CPU {cpu}; DPDK {}; {}",
+        "vnic-bench: {:?}, {rounds} rounds x {} devices, {seconds} s windows; CPU {cpu} x{}; DPDK {}; {}",
+        scenarios,
+        DUTS.len(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         vnic_dataplane::eal::dpdk_version(),
-        if env.huge {
-            "hugepages"
-        } else {
-            "no hugepages"
-        }
+        if env.huge { "hugepages" } else { "no hugepages" }
     );
-    let duts = [Dut::TestpmdIo, Dut::VnicdLcore, Dut::VnicdThread];
-    let mut trials = Vec::new();
-    let total = rounds as usize * duts.len();
     let started = Instant::now();
-    for r in 0..rounds {
-        // Rotate the order each round so drift on a noisy host hits every device alike.
-        let mut order = duts.to_vec();
-        order.rotate_left(r as usize % duts.len());
-        for d in order {
-            let n = trials.len() + 1;
-            let eta = if n > 1 {
-                started.elapsed().as_secs_f64() / (n - 1) as f64 * (total - n + 1) as f64
-            } else {
-                f64::NAN
-            };
-            eprint!(
-                "[{n:>2}/{total}] round {} {:<13} (ETA {:.0} s) ... ",
-                r + 1,
-                d.name(),
-                eta
-            );
-            let t = trial(&env, d, r)?;
-            eprintln!(
-                "{:.2} Mpps{}",
-                t.mpps,
-                t.cycles_per_packet
-                    .map(|c| format!(", {c:.0} cycles/pkt"))
-                    .unwrap_or_default()
-            );
-            trials.push(t);
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-
-    let base = {
-        let mut v: Vec<f64> = trials
-            .iter()
-            .filter(|t| t.dut == Dut::TestpmdIo)
-            .map(|t| t.mpps)
-            .collect();
-        median(&mut v)
-    };
-    let summaries: Vec<Summary> = duts
-        .iter()
-        .map(|&d| {
-            let mut v: Vec<f64> = trials
-                .iter()
-                .filter(|t| t.dut == d)
-                .map(|t| t.mpps)
-                .collect();
-            let mut c: Vec<f64> = trials
-                .iter()
-                .filter(|t| t.dut == d)
-                .filter_map(|t| t.cycles_per_packet)
-                .collect();
-            let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
-            let max = v.iter().cloned().fold(0.0, f64::max);
-            let med = median(&mut v);
-            Summary {
-                dut: d,
-                median_mpps: med,
-                min_mpps: min,
-                max_mpps: max,
-                median_cycles_per_packet: (!c.is_empty()).then(|| median(&mut c)),
-                ratio_vs_testpmd: med / base,
+    let total = scenarios.len() * rounds as usize * DUTS.len();
+    let mut trials = Vec::new();
+    let result = (|| -> Res<()> {
+        for &sc in &scenarios {
+            for r in 0..rounds {
+                // Rotate the order each round so drift on a noisy host hits every device alike.
+                let mut order = DUTS.to_vec();
+                order.rotate_left(r as usize % DUTS.len());
+                for d in order {
+                    let n = trials.len() + 1;
+                    let eta = (n > 1).then(|| {
+                        started.elapsed().as_secs_f64() / (n - 1) as f64 * (total - n + 1) as f64
+                    });
+                    eprint!(
+                        "[{n:>2}/{total}] {:<5} round {} {:<13} ETA {:>4} ... ",
+                        format!("{sc:?}").to_lowercase(),
+                        r + 1,
+                        d.name(),
+                        eta.map(|e| format!("{e:.0}s")).unwrap_or("-".into())
+                    );
+                    let t = trial(&env, sc, d, r)?;
+                    eprintln!(
+                        "{:.2} Mpps{}",
+                        t.mpps,
+                        t.cycles_per_packet
+                            .map(|c| format!(", {c:.1} cycles/pkt"))
+                            .unwrap_or_default()
+                    );
+                    trials.push(t);
+                }
             }
-        })
-        .collect();
-    // Per-round ratios (each vnicd trial against the testpmd trial of the same round).
-    let mut per_round = Vec::new();
-    for r in 0..rounds {
-        let b = trials
-            .iter()
-            .find(|t| t.round == r && t.dut == Dut::TestpmdIo)
-            .map(|t| t.mpps);
-        let v = trials
-            .iter()
-            .find(|t| t.round == r && t.dut == Dut::VnicdLcore)
-            .map(|t| t.mpps);
-        if let (Some(b), Some(v)) = (b, v) {
-            per_round.push(v / b);
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let incomplete = result.is_err();
+    if let Err(e) = &result {
+        eprintln!(
+            "vnic-bench: run stopped early: {e}; writing what was measured, marked incomplete"
+        );
+    }
+
+    let mut summaries = Vec::new();
+    for &sc in &scenarios {
+        let of = |d: Dut| {
+            trials
+                .iter()
+                .filter(|t: &&Trial| t.scenario == sc && t.dut == d)
+                .collect::<Vec<_>>()
+        };
+        let base = of(Dut::TestpmdIo);
+        let base_med = median(&base.iter().map(|t| t.mpps).collect::<Vec<_>>());
+        let base_best = base.iter().map(|t| t.mpps).fold(0.0, f64::max);
+        for d in DUTS {
+            let ts = of(d);
+            if ts.is_empty() {
+                continue;
+            }
+            let v: Vec<f64> = ts.iter().map(|t| t.mpps).collect();
+            let c: Vec<f64> = ts.iter().filter_map(|t| t.cycles_per_packet).collect();
+            let rr: Vec<f64> = ts
+                .iter()
+                .filter_map(|t| {
+                    base.iter()
+                        .find(|b| b.round == t.round)
+                        .map(|b| t.mpps / b.mpps)
+                })
+                .collect();
+            let best = v.iter().cloned().fold(0.0, f64::max);
+            summaries.push(Summary {
+                scenario: sc,
+                dut: d,
+                median_mpps: median(&v),
+                min_mpps: v.iter().cloned().fold(f64::INFINITY, f64::min),
+                max_mpps: best,
+                median_cycles_per_packet: (!c.is_empty()).then(|| median(&c)),
+                ratio_of_medians: median(&v) / base_med,
+                median_round_ratio: median(&rr),
+                ratio_of_best: best / base_best,
+            });
         }
     }
-    let per_round_median = median(&mut per_round.clone());
-
     println!();
-    println!("| device under test | median Mpps | min | max | cycles/pkt | vs testpmd io |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| scenario | device under test | median Mpps | min | max | cycles/pkt | ratio of medians | median per-round ratio | ratio of best |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for s in &summaries {
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {} | {:.3} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {:.3} | {:.3} |",
+            format!("{:?}", s.scenario).to_lowercase(),
             s.dut.name(),
             s.median_mpps,
             s.min_mpps,
             s.max_mpps,
             s.median_cycles_per_packet
-                .map(|c| format!("{c:.0}"))
+                .map(|c| format!("{c:.1}"))
                 .unwrap_or("-".into()),
-            s.ratio_vs_testpmd
+            s.ratio_of_medians,
+            s.median_round_ratio,
+            s.ratio_of_best
         );
     }
-    let best = summaries
-        .iter()
-        .filter(|s| s.dut != Dut::TestpmdIo)
-        .max_by(|a, b| a.median_mpps.total_cmp(&b.median_mpps))
-        .map(|s| s.dut.name())
-        .unwrap_or("-");
     println!();
-    println!(
-        "vnicd-lcore / testpmd-io: {:.3} (median of per-round ratios {:.3}); goal >= 0.95: {}; faster launch: {best}",
-        summaries[1].ratio_vs_testpmd,
-        per_round_median,
-        if summaries[1].ratio_vs_testpmd >= 0.95 { "met" } else { "NOT met" }
-    );
+    for s in summaries.iter().filter(|s| s.dut != Dut::TestpmdIo) {
+        println!(
+            "{:?} {}: {:.3} x testpmd io (median per-round ratio); goal >= 0.95 {}",
+            s.scenario,
+            s.dut.name(),
+            s.median_round_ratio,
+            if s.median_round_ratio >= 0.95 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
 
     let out = serde_json::json!({
-        "scenario": "forwarding-memif-2port",
+        "benchmark": "forwarding",
+        "incomplete": incomplete,
         "date_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        "machine": {"cpu": cpu, "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "dpdk": vnic_dataplane::eal::dpdk_version(), "hugepages": env.huge},
-        "cores": {"wire": 0, "dut": 1},
-        "rounds": rounds, "seconds": seconds,
-        "trials": trials, "summary": summaries, "per_round_ratio_median": per_round_median,
+        "machine": {
+            "cpu": cpu,
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "dpdk": vnic_dataplane::eal::dpdk_version(),
+            "hugepages": env.huge,
+        },
+        "cores": {"wire": 0, "dut": 1, "dut_main": 0},
+        "rounds": rounds, "seconds": seconds, "seed_bursts": env.seed_bursts,
+        "trials": trials, "summary": summaries,
         "duration_s": started.elapsed().as_secs_f64(),
     });
     let path = args.json.unwrap_or_else(|| {
@@ -288,59 +328,105 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         std::fs::create_dir_all(p)?;
     }
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
-    eprintln!("results written to {}", path.display());
-    Ok(())
+    eprintln!(
+        "results written to {} ({:.0} s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    result
 }
 
-fn wire_opts(env: &Env) -> TestpmdOpts {
-    let vdevs = (0..2)
-        .map(|i| format!("net_memif{i},role=server,socket={},id=0", sock(&env.dir, i)))
-        .collect();
-    TestpmdOpts::io(0, 1, vdevs, env.huge, "paired")
+fn which_testpmd() -> bool {
+    Command::new(vnic_bench::testpmd::testpmd_bin())
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
-/// Seed the wire, wait one second, measure the receive rate over the window, stop the wire.
-fn measure(wire: &mut Testpmd, seconds: f64) -> Result<f64, Box<dyn std::error::Error>> {
-    wire.cmd("start tx_first 4")?;
-    std::thread::sleep(Duration::from_secs(1));
-    let a = wire.port_stats()?;
-    let t = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    let b = wire.port_stats()?;
-    let secs = t.elapsed().as_secs_f64();
-    wire.cmd("stop")?;
-    let rx: u64 = b
+fn sock(dir: &Path, i: usize) -> String {
+    dir.join(format!("bench{i}.sock")).display().to_string()
+}
+
+/// The two ports the DUT forwards between, as devargs.
+fn dut_vdevs(env: &Env, sc: Scenario) -> Vec<String> {
+    (0..2)
+        .map(|i| match sc {
+            Scenario::Memif => {
+                format!("net_memif{i},role=client,socket={},id=0", sock(&env.dir, i))
+            }
+            _ => format!("net_null{i}"),
+        })
+        .collect()
+}
+
+fn port_rate(
+    a: &[vnic_bench::testpmd::PortCounters],
+    b: &[vnic_bench::testpmd::PortCounters],
+    secs: f64,
+    rx: bool,
+) -> f64 {
+    let n: u64 = b
         .iter()
-        .zip(&a)
-        .map(|(b, a)| b.rx_packets - a.rx_packets)
+        .zip(a)
+        .map(|(b, a)| {
+            if rx {
+                b.rx_packets - a.rx_packets
+            } else {
+                b.tx_packets - a.tx_packets
+            }
+        })
         .sum();
-    if rx == 0 {
-        return Err(format!(
-            "no traffic reached the wire; testpmd said: {:?}",
-            wire.tail(10)
-        )
-        .into());
-    }
-    Ok(rx as f64 / secs / 1e6)
+    n as f64 / secs / 1e6
 }
 
-fn trial(env: &Env, dut: Dut, round: u32) -> Result<Trial, Box<dyn std::error::Error>> {
-    for i in 0..2 {
-        let _ = std::fs::remove_file(sock(&env.dir, i));
+/// Measure a window on `p`'s port counters (rx or tx), after a 1 s warm-up.
+fn window(p: &mut Testpmd, env: &Env, rx: bool) -> Res<f64> {
+    std::thread::sleep(Duration::from_secs(1));
+    let a = p.port_stats()?;
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(env.seconds));
+    let b = p.port_stats()?;
+    let mpps = port_rate(&a, &b, t.elapsed().as_secs_f64(), rx);
+    if mpps == 0.0 {
+        return Err(format!("no traffic; testpmd said: {:?}", p.tail(10)).into());
     }
-    // Not started here: `start tx_first` in measure() starts forwarding and seeds at once.
-    let mut wire = Testpmd::spawn(&wire_opts(env))?;
-    let client_vdevs: Vec<String> = (0..2)
-        .map(|i| format!("net_memif{i},role=client,socket={},id=0", sock(&env.dir, i)))
-        .collect();
-    match dut {
+    Ok(mpps)
+}
+
+fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
+    let mut wire = if sc == Scenario::Memif {
+        for i in 0..2 {
+            let _ = std::fs::remove_file(sock(&env.dir, i));
+        }
+        let vdevs = (0..2)
+            .map(|i| format!("net_memif{i},role=server,socket={},id=0", sock(&env.dir, i)))
+            .collect();
+        // Not started yet: `start tx_first` starts forwarding and seeds at once.
+        Some(Testpmd::spawn(&TestpmdOpts::io(
+            0, 1, vdevs, env.huge, "paired",
+        ))?)
+    } else {
+        None
+    };
+    let vdevs = dut_vdevs(env, sc);
+    let t = match dut {
         Dut::TestpmdIo => {
-            let mut o = TestpmdOpts::io(1, 0, client_vdevs, env.huge, "paired");
+            let mut o = TestpmdOpts::io(1, 0, vdevs, env.huge, "paired");
             o.extra.push("--record-core-cycles".into());
             let mut d = Testpmd::spawn(&o)?;
             d.cmd("start")?;
-            wire.wait_links(&[0, 1], Duration::from_secs(10))?;
-            let mpps = measure(&mut wire, env.seconds)?;
+            let mpps = match wire.as_mut() {
+                Some(w) => {
+                    w.wait_links(&[0, 1], Duration::from_secs(10))?;
+                    w.cmd(&format!("start tx_first {}", env.seed_bursts))?;
+                    let r = window(w, env, true)?;
+                    w.cmd("stop")?;
+                    r
+                }
+                None => window(&mut d, env, false)?,
+            };
             d.cmd("stop")?;
             let cyc = d
                 .wait_line(|l| l.contains("CPU cycles/packet="), Duration::from_secs(5))
@@ -354,14 +440,14 @@ fn trial(env: &Env, dut: Dut, round: u32) -> Result<Trial, Box<dyn std::error::E
                         .ok()
                 });
             d.quit();
-            wire.quit();
-            Ok(Trial {
+            Trial {
+                scenario: sc,
                 dut,
                 round,
                 mpps,
                 cycles_per_packet: cyc,
                 idle_share: None,
-            })
+            }
         }
         Dut::VnicdLcore | Dut::VnicdThread => {
             let launch = if dut == Dut::VnicdLcore {
@@ -373,10 +459,11 @@ fn trial(env: &Env, dut: Dut, round: u32) -> Result<Trial, Box<dyn std::error::E
                 "eal": {"cores": [0, 1], "main_core": 0, "memory_mb": 512},
                 "data_cores": [{"core": 1, "launch": launch, "idle_sleep_us": 0}],
                 "control_socket": env.dir.join("control.sock"),
+                "stats_interval_ms": 60000,
                 "vnics": (0..2).map(|i| serde_json::json!({
                     "name": format!("vnic{i}"),
                     "mac": format!("02:00:00:00:00:{:02x}", i + 1),
-                    "backing": [{"name": format!("vf{i}"), "devargs": client_vdevs[i], "port_label": format!("p{i}")}]
+                    "backing": [{"name": format!("vf{i}"), "devargs": vdevs[i], "port_label": format!("p{i}")}]
                 })).collect::<Vec<_>>()
             });
             let cfg_path = env.dir.join("vnicd.json");
@@ -387,49 +474,86 @@ fn trial(env: &Env, dut: Dut, round: u32) -> Result<Trial, Box<dyn std::error::E
                 .args(["--inline-client", "bounce", "--json-summary", "--quiet"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null());
+                .stderr(Stdio::piped());
+            if sc == Scenario::Null {
+                // Totals since start over vnicd's own clock; null traffic is steady from the
+                // first burst, so no warm-up is needed.
+                cmd.args(["--duration", &format!("{}", env.seconds + 1.0)]);
+            }
             let mut g = Guard::new("vnicd", cmd.spawn()?);
             let mut out = g
                 .child
                 .as_mut()
                 .and_then(|c| c.stdout.take())
                 .ok_or("vnicd stdout")?;
+            let mut err = g
+                .child
+                .as_mut()
+                .and_then(|c| c.stderr.take())
+                .ok_or("vnicd stderr")?;
             let reader = std::thread::spawn(move || {
                 let mut s = String::new();
                 let _ = out.read_to_string(&mut s);
                 s
             });
-            wire.wait_links(&[0, 1], Duration::from_secs(10))?;
-            let mpps = measure(&mut wire, env.seconds)?;
-            std::thread::sleep(Duration::from_millis(100));
-            g.signal(libc::SIGINT);
+            let ereader = std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = err.read_to_string(&mut s);
+                s
+            });
+            let wire_mpps = match wire.as_mut() {
+                Some(w) => {
+                    w.wait_links(&[0, 1], Duration::from_secs(10))?;
+                    w.cmd(&format!("start tx_first {}", env.seed_bursts))?;
+                    let r = window(w, env, true)?;
+                    w.cmd("stop")?;
+                    std::thread::sleep(Duration::from_millis(100));
+                    g.signal(libc::SIGINT);
+                    Some(r)
+                }
+                None => None,
+            };
             let st = g
-                .wait_timeout(Duration::from_secs(10))
+                .wait_timeout(Duration::from_secs(env.seconds as u64 + 20))
                 .ok_or("vnicd did not exit")?;
             g.child.take();
-            wire.quit();
-            if !st.success() {
-                return Err(format!("vnicd exited with {st}").into());
-            }
             let s = reader.join().unwrap_or_default();
+            let e = ereader.join().unwrap_or_default();
+            if !st.success() {
+                return Err(format!("vnicd exited with {st}: {e}").into());
+            }
             let j: serde_json::Value = s
                 .lines()
                 .rev()
                 .find_map(|l| serde_json::from_str(l).ok())
                 .ok_or("no vnicd summary")?;
             let core = &j["status"]["cores"][0];
-            let packets = core["packets"].as_f64().unwrap_or(0.0);
-            let busy = core["busy_cycles"].as_f64().unwrap_or(0.0);
-            let loops = core["loops"].as_f64().unwrap_or(0.0);
-            let busy_loops = core["busy_loops"].as_f64().unwrap_or(0.0);
-            // `packets` counts hops (VF->ring and ring->VF): a forwarded packet is two hops.
-            Ok(Trial {
+            let f = |k: &str| core[k].as_f64().unwrap_or(0.0);
+            let (packets, busy, loops, busy_loops) =
+                (f("packets"), f("busy_cycles"), f("loops"), f("busy_loops"));
+            let tx: f64 = j["status"]["vnics"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|v| v["tx_packets"].as_f64().unwrap_or(0.0))
+                        .sum()
+                })
+                .unwrap_or(0.0);
+            let secs = j["seconds"].as_f64().unwrap_or(f64::NAN);
+            let mpps = wire_mpps.unwrap_or(tx / secs / 1e6);
+            Trial {
+                scenario: sc,
                 dut,
                 round,
                 mpps,
+                // `packets` counts hops (VF->ring and ring->VF): a forwarded packet is two.
                 cycles_per_packet: (packets > 0.0).then(|| busy / (packets / 2.0)),
                 idle_share: (loops > 0.0).then(|| 1.0 - busy_loops / loops),
-            })
+            }
         }
+    };
+    if let Some(w) = wire {
+        w.quit();
     }
+    Ok(t)
 }

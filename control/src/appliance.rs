@@ -117,6 +117,7 @@ pub struct CoreStatus {
     pub loops: u64,
     pub busy_loops: u64,
     pub packets: u64,
+    pub bursts: u64,
     pub busy_cycles: u64,
     pub idle_cycles: u64,
 }
@@ -390,6 +391,7 @@ impl Appliance {
                     loops: s.loops,
                     busy_loops: s.busy_loops,
                     packets: s.packets,
+                    bursts: s.bursts,
                     busy_cycles: s.busy_cycles,
                     idle_cycles: s.idle_cycles,
                 }

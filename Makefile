@@ -1,0 +1,50 @@
+# vnicd — see README.md. `make demo` and `make test` work on a fresh Debian 12 machine.
+SHELL := /bin/bash
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# dpdk-testpmd ships in dpdk-dev; libdpdk-dev brings headers and libdpdk.pc.
+APT_PKGS := dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config
+
+.PHONY: all deps hugepages build demo test bench bench-quick fmt clippy clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	@$(SUDO) ./deploy/hugepages.sh
+
+hugepages:
+	@$(SUDO) ./deploy/hugepages.sh
+
+build: deps
+	$(CARGO) build --release --workspace
+
+# The main job on the embedded default config: testpmd wire + vnicd + reflecting client, ~20 s.
+demo: build
+	./target/release/vnic-demo --seconds $${DEMO_SECONDS:-20}
+
+test: deps
+	$(CARGO) nextest run --workspace
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# A/B forwarding benchmark against dpdk-testpmd io (results in bench/results/).
+bench: build
+	./target/release/vnic-bench
+
+bench-quick: build
+	./target/release/vnic-bench --quick
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
