@@ -35,6 +35,12 @@ unsigned int vnic_rte_ring_enqueue_burst(struct rte_ring *r, void *const *objs, 
 { return rte_ring_enqueue_burst(r, objs, n, NULL); }
 unsigned int vnic_rte_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n)
 { return rte_ring_dequeue_burst(r, objs, n, NULL); }
+/* Single-producer / single-consumer variants: no run-time sync-type dispatch. Only for rings
+ * whose one producer (consumer) is the caller. */
+unsigned int vnic_rte_ring_sp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n)
+{ return rte_ring_sp_enqueue_burst(r, objs, n, NULL); }
+unsigned int vnic_rte_ring_sc_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n)
+{ return rte_ring_sc_dequeue_burst(r, objs, n, NULL); }
 unsigned int vnic_rte_ring_count(const struct rte_ring *r) { return rte_ring_count(r); }
 unsigned int vnic_rte_ring_free_count(const struct rte_ring *r) { return rte_ring_free_count(r); }
 unsigned int vnic_rte_mempool_avail_count(const struct rte_mempool *mp) { return rte_mempool_avail_count(mp); }

@@ -19,6 +19,8 @@ uint16_t vnic_rte_pktmbuf_data_len(const struct rte_mbuf *m);
 void vnic_rte_pktmbuf_sum_len(struct rte_mbuf *const *mbufs, unsigned int n, uint64_t *bytes);
 unsigned int vnic_rte_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n);
 unsigned int vnic_rte_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n);
+unsigned int vnic_rte_ring_sp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n);
+unsigned int vnic_rte_ring_sc_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n);
 unsigned int vnic_rte_ring_count(const struct rte_ring *r);
 unsigned int vnic_rte_ring_free_count(const struct rte_ring *r);
 unsigned int vnic_rte_mempool_avail_count(const struct rte_mempool *mp);

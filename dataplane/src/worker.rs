@@ -444,7 +444,7 @@ fn ring_enqueue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> (usize, usize) {
     // SAFETY: r is a live ring (kept alive by the table's Arc); this core is its only producer;
     // the ring takes ownership of the first `sent` mbufs.
     let sent =
-        unsafe { dpdk_sys::vnic_rte_ring_enqueue_burst(r, b.ptrs.as_ptr() as _, b.len as u32) }
+        unsafe { dpdk_sys::vnic_rte_ring_sp_enqueue_burst(r, b.ptrs.as_ptr() as _, b.len as u32) }
             as usize;
     (sent, b.consume(sent))
 }
@@ -453,7 +453,7 @@ fn ring_enqueue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> (usize, usize) {
 fn ring_dequeue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> usize {
     // SAFETY: r is a live ring; this core is its only consumer; we own what we dequeue.
     let n = unsafe {
-        dpdk_sys::vnic_rte_ring_dequeue_burst(
+        dpdk_sys::vnic_rte_ring_sc_dequeue_burst(
             r,
             b.ptrs.as_mut_ptr() as _,
             crate::mbuf::BURST as u32,
