@@ -13,7 +13,6 @@
 //! rx ring → client → client tx ring → VF.
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -481,26 +480,7 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                 cmd.args(["--duration", &format!("{}", env.seconds + 1.0)]);
             }
             let mut g = Guard::new("vnicd", cmd.spawn()?);
-            let mut out = g
-                .child
-                .as_mut()
-                .and_then(|c| c.stdout.take())
-                .ok_or("vnicd stdout")?;
-            let mut err = g
-                .child
-                .as_mut()
-                .and_then(|c| c.stderr.take())
-                .ok_or("vnicd stderr")?;
-            let reader = std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = out.read_to_string(&mut s);
-                s
-            });
-            let ereader = std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = err.read_to_string(&mut s);
-                s
-            });
+            let (reader, ereader) = g.collect_output();
             let wire_mpps = match wire.as_mut() {
                 Some(w) => {
                     w.wait_links(&[0, 1], Duration::from_secs(10))?;

@@ -74,6 +74,36 @@ fn nix_kill(pid: i32, sig: i32) -> std::io::Result<()> {
     }
 }
 
+/// Read a child's pipe to the end on a thread; join it for the text.
+pub fn collect<R: std::io::Read + Send + 'static>(
+    pipe: Option<R>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    })
+}
+
+impl Guard {
+    /// Take the child's stdout and stderr (when piped) and collect each on a thread.
+    pub fn collect_output(
+        &mut self,
+    ) -> (
+        std::thread::JoinHandle<String>,
+        std::thread::JoinHandle<String>,
+    ) {
+        let c = self.child.as_mut();
+        let (out, err) = match c {
+            Some(c) => (c.stdout.take(), c.stderr.take()),
+            None => (None, None),
+        };
+        (collect(out), collect(err))
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         if self.child.is_some() {

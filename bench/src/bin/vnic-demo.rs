@@ -4,7 +4,6 @@
 //! rings. Traffic is seeded with `start tx_first`, circulates for the run, then everything is
 //! stopped in the safe order and summarised.
 use clap::Parser;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -92,16 +91,7 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut vd = Guard::new("vnicd", cmd.spawn()?);
-    let mut vd_out = vd
-        .child
-        .as_mut()
-        .and_then(|c| c.stdout.take())
-        .ok_or("vnicd stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = vd_out.read_to_string(&mut s);
-        s
-    });
+    let (reader, _) = vd.collect_output();
 
     let all: Vec<usize> = (0..vdevs.len()).collect();
     wire.wait_links(&all, Duration::from_secs(20))?;
