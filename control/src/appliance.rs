@@ -312,7 +312,13 @@ impl Appliance {
                     };
                     queues.push(QueueEntry::new(rxq, txq, rx.clone(), tx.clone(), v.slot));
                     if let Some(mode) = inline {
-                        clients.push(InlineClient::new(rx.clone(), tx.clone(), mode, v.slot));
+                        clients.push(InlineClient::new(
+                            rx.clone(),
+                            tx.clone(),
+                            mode,
+                            v.slot,
+                            v.mac.0,
+                        ));
                     }
                 }
             }

@@ -24,6 +24,8 @@ pub struct VnicCounters {
     pub tx_drops: AtomicU64,
     /// Packets an in-core client could not send back (its tx ring was full).
     pub client_drops: AtomicU64,
+    /// Client tx frames dropped because their source MAC was not the vNIC's (anti-spoofing).
+    pub spoof_drops: AtomicU64,
 }
 
 /// Plain snapshot of [`VnicCounters`].
@@ -36,6 +38,7 @@ pub struct VnicStats {
     pub tx_bytes: u64,
     pub tx_drops: u64,
     pub client_drops: u64,
+    pub spoof_drops: u64,
 }
 
 impl VnicCounters {
@@ -49,6 +52,7 @@ impl VnicCounters {
             tx_bytes: self.tx_bytes.load(Relaxed),
             tx_drops: self.tx_drops.load(Relaxed),
             client_drops: self.client_drops.load(Relaxed),
+            spoof_drops: self.spoof_drops.load(Relaxed),
         }
     }
 }
@@ -62,6 +66,7 @@ impl std::ops::AddAssign for VnicStats {
         self.tx_bytes += o.tx_bytes;
         self.tx_drops += o.tx_drops;
         self.client_drops += o.client_drops;
+        self.spoof_drops += o.spoof_drops;
     }
 }
 

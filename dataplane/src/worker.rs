@@ -30,6 +30,8 @@ pub struct QueueEntry {
     to_client: Arc<Ring>,
     from_client: Arc<Ring>,
     slot: VnicSlot,
+    /// When set, client tx frames must carry this source MAC (SR-IOV style spoof check).
+    spoof_mac: Option<[u8; 6]>,
 }
 
 impl QueueEntry {
@@ -49,7 +51,13 @@ impl QueueEntry {
             to_client,
             from_client,
             slot,
+            spoof_mac: None,
         }
+    }
+    /// Drop (and count) client tx frames whose source MAC is not `mac`.
+    pub fn with_spoof_check(mut self, mac: [u8; 6]) -> Self {
+        self.spoof_mac = Some(mac);
+        self
     }
     /// The rx queue polled.
     pub fn rx(&self) -> RxQueue {
@@ -73,7 +81,7 @@ impl QueueEntry {
 /// that runs on the data core itself, so no third busy poller competes for a CPU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InlineMode {
-    /// Swap source and destination MAC and send back, as a reflecting client would.
+    /// Send back to the sender: destination ← source, source ← the vNIC's own MAC.
     Reflect,
     /// Send every packet back untouched (pointer moves only).
     Bounce,
@@ -88,11 +96,19 @@ pub struct InlineClient {
     _tx: Arc<Ring>,
     mode: InlineMode,
     slot: VnicSlot,
+    mac: [u8; 6],
 }
 
 impl InlineClient {
-    /// A client over a vNIC queue's rings (the same `Arc`s as its [`QueueEntry`]).
-    pub fn new(rx: Arc<Ring>, tx: Arc<Ring>, mode: InlineMode, slot: VnicSlot) -> Self {
+    /// A client over a vNIC queue's rings (the same `Arc`s as its [`QueueEntry`]); `mac` is the
+    /// vNIC's own address.
+    pub fn new(
+        rx: Arc<Ring>,
+        tx: Arc<Ring>,
+        mode: InlineMode,
+        slot: VnicSlot,
+        mac: [u8; 6],
+    ) -> Self {
         InlineClient {
             rx_raw: rx.as_ptr(),
             tx_raw: tx.as_ptr(),
@@ -100,6 +116,7 @@ impl InlineClient {
             _tx: tx,
             mode,
             slot,
+            mac,
         }
     }
 }
@@ -487,6 +504,15 @@ fn forward_tx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
     if n == 0 {
         return 0;
     }
+    if let Some(mac) = q.spoof_mac {
+        let bad = drop_spoofed(b, &mac);
+        if bad > 0 {
+            bump(&c.spoof_drops, bad as u64);
+            if b.len == 0 {
+                return n as u64;
+            }
+        }
+    }
     let bytes = sum_bytes(b);
     let (sent, dropped) = q.tx.tx_burst(b);
     bump(&c.tx_packets, sent as u64);
@@ -495,6 +521,38 @@ fn forward_tx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
         bump(&c.tx_drops, dropped as u64);
     }
     n as u64
+}
+
+/// Keep only frames whose source MAC is `mac` (compacting the burst in place) and free the rest
+/// in one bulk call. Returns how many were dropped.
+#[inline(always)]
+fn drop_spoofed(b: &mut Burst, mac: &[u8; 6]) -> usize {
+    let n = b.len;
+    let mut bad = [std::ptr::null_mut(); crate::mbuf::BURST];
+    let (mut keep, mut nbad) = (0, 0);
+    for i in 0..n {
+        let p = b.ptrs[i];
+        // SAFETY: p is an mbuf we own; its first segment holds data_len bytes at buf_addr +
+        // data_off (what rte_pktmbuf_mtod computes). Frames shorter than a MAC header count as
+        // spoofed.
+        let ok = unsafe {
+            (*p).data_len >= 12
+                && *(((*p).buf_addr as *const u8).add((*p).data_off as usize + 6) as *const [u8; 6])
+                    == *mac
+        };
+        if ok {
+            b.ptrs[keep] = p;
+            keep += 1;
+        } else {
+            bad[nbad] = p;
+            nbad += 1;
+        }
+    }
+    b.len = keep;
+    if nbad > 0 {
+        crate::mbuf::free_tail(&mut bad, 0, nbad);
+    }
+    nbad
 }
 
 /// An in-core client's pass: its rx ring back to its tx ring.
@@ -506,11 +564,13 @@ fn serve_client(cl: &InlineClient, c: &VnicCounters, b: &mut Burst) -> u64 {
     }
     if cl.mode == InlineMode::Reflect {
         for &p in &b.ptrs[..n] {
-            // SAFETY: p is an mbuf we own; a frame shorter than 12 bytes is left alone.
+            // SAFETY: p is an mbuf we own (data at buf_addr + data_off); a frame shorter than 12
+            // bytes is left alone.
             unsafe {
-                if dpdk_sys::vnic_rte_pktmbuf_data_len(p) >= 12 {
-                    let d = dpdk_sys::vnic_rte_pktmbuf_mtod(p) as *mut [u8; 6];
-                    std::ptr::swap(d, d.add(1));
+                if (*p).data_len >= 12 {
+                    let d = ((*p).buf_addr as *mut u8).add((*p).data_off as usize) as *mut [u8; 6];
+                    *d = *d.add(1);
+                    *d.add(1) = cl.mac;
                 }
             }
         }

@@ -217,3 +217,51 @@ fn tx_drops_when_the_vf_refuses_are_freed_and_counted() {
     assert_eq!(s.tx_packets + s.tx_drops, pushed as u64);
     assert_eq!(f.pool.in_use(), 4095, "refused mbufs freed");
 }
+
+#[test]
+fn spoofed_source_macs_are_dropped_and_counted_exactly() {
+    let mut f = fixture(1024, 8191);
+    let own = [0x02, 0, 0, 0, 0, 0xbb]; // the source MAC test frames carry
+    let table = FwdTable::new(
+        vec![QueueEntry::new(
+            f._port.rx_queue(0).unwrap(),
+            f._port.tx_queue(0).unwrap(),
+            f.to_client.clone(),
+            f.from_client.clone(),
+            VnicSlot(0),
+        )
+        .with_spoof_check(own)],
+        vec![],
+    );
+    f.worker.publish(table).unwrap();
+    // Every third frame claims another source MAC; two are runts shorter than a MAC header.
+    let mut good = 0u64;
+    for s in 0..300u32 {
+        let mut fr = frame(s, 64);
+        if s % 3 == 0 {
+            fr[11] = 0xcc;
+        } else {
+            good += 1;
+        }
+        let m = if s == 1 || s == 2 {
+            good -= 1;
+            f.pool.alloc_with(&fr[..10]).unwrap()
+        } else {
+            f.pool.alloc_with(&fr).unwrap()
+        };
+        f.from_client.enqueue_one(m).unwrap();
+    }
+    wait_until("all client frames handled", Duration::from_secs(5), || {
+        let s = f.worker.vnic_stats(VnicSlot(0));
+        s.tx_packets + s.spoof_drops == 300
+    });
+    let st = f.worker.vnic_stats(VnicSlot(0));
+    assert_eq!(st.spoof_drops, 300 - good);
+    assert_eq!(st.tx_packets, good);
+    let mut out = Vec::new();
+    collect_wire(&f, &mut out);
+    assert_eq!(out.len() as u64, good);
+    assert!(out.iter().all(|fr| fr[6..12] == own));
+    drop(out);
+    assert_eq!(f.pool.in_use(), 0, "spoofed frames were freed");
+}
