@@ -3,14 +3,14 @@
 //! exactly N come back through the client rx ring with their payload intact.
 use std::time::{Duration, Instant};
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
-use vnic_control::appliance::{Appliance, BackingState, StartOptions};
+use vnic_control::appliance::{Appliance, AttachRequest, BackingState, Owner, StartOptions};
 use vnic_control::config;
 use vnic_dataplane::{eal, Burst};
 
 fn frame(seq: u32) -> Vec<u8> {
     let mut f = vec![0u8; 64 + (seq as usize % 7) * 100];
     f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xee]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // the vNIC's MAC: spoof check passes
     f[12..14].copy_from_slice(&[0x88, 0xb5]);
     f[14..18].copy_from_slice(&seq.to_be_bytes());
     for (i, b) in f[18..].iter_mut().enumerate() {
@@ -51,7 +51,20 @@ fn frames_round_trip_through_a_real_testpmd_peer_over_memif() {
         .to_string(),
     )
     .unwrap();
-    let app = Appliance::start(cfg, &StartOptions::default()).expect("vnicd starts");
+    let mut app = Appliance::start(cfg, &StartOptions::default()).expect("vnicd starts");
+    let grant = app
+        .attach(
+            "vnic0",
+            AttachRequest {
+                queues: 1,
+                depth: 1024,
+                mtu: 1500,
+                promisc: false,
+            },
+            Owner::Inline,
+        )
+        .unwrap();
+    assert_eq!(grant.epoch, 1);
     let st = app.status();
     assert_eq!(st.vnics[0].active_backing.as_deref(), Some("vf0"));
     assert_eq!(st.vnics[0].backing[0].state, BackingState::Active);

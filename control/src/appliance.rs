@@ -25,6 +25,8 @@ pub enum StartError {
         core: u32,
         err: vnic_dataplane::Error,
     },
+    #[error("vNIC {vnic}: attach: {err}")]
+    Attach { vnic: String, err: AttachError },
     #[error("vNIC {vnic}: {what}: {err}")]
     Vnic {
         vnic: String,
@@ -60,16 +62,110 @@ struct Backing {
     state: BackingState,
 }
 
+/// Who holds a vNIC's rings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Owner {
+    /// An in-core client on the data core (`--inline-client`).
+    Inline,
+    /// A client session on the control socket.
+    Client {
+        session: u64,
+        pid: i32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// What a client asks for at ATTACH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachRequest {
+    pub queues: u32,
+    pub depth: u32,
+    pub mtu: u32,
+    pub promisc: bool,
+}
+
+/// What ATTACH grants.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachGrant {
+    pub queues: u32,
+    pub depth: u32,
+    pub mtu: u32,
+    pub promisc: bool,
+    /// Per queue: (rx ring, tx ring) names, for `rte_ring_lookup` in the client.
+    pub rings: Vec<QueueRings>,
+    pub mempool: String,
+    pub mac: String,
+    pub link: LinkState,
+    pub token: String,
+    pub epoch: u64,
+}
+
+/// Ring names of one queue.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct QueueRings {
+    pub rx: String,
+    pub tx: String,
+}
+
+/// Link as a client sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LinkState {
+    pub up: bool,
+    pub active_backing: Option<String>,
+}
+
+/// Why ATTACH or DETACH was refused. Nothing changed when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("unknown vNIC {0:?}")]
+    UnknownVnic(String),
+    #[error("vNIC {0:?} is already attached")]
+    AlreadyAttached(String),
+    #[error("vNIC {0:?} is not attached")]
+    NotAttached(String),
+    #[error("{field} {value} out of range {range}")]
+    OutOfRange {
+        field: &'static str,
+        value: u32,
+        range: String,
+    },
+    #[error("cannot create client rings: {0}")]
+    Rings(String),
+    #[error("data core did not take the new forwarding table: {0}")]
+    Publish(String),
+}
+
+struct Attachment {
+    queues: u16,
+    depth: u32,
+    mtu: u32,
+    promisc: bool,
+    rings: Vec<(Arc<Ring>, Arc<Ring>)>,
+    owner: Owner,
+}
+
 struct Vnic {
     name: String,
     mac: MacAddr,
-    queues: u16,
+    /// Configured maxima.
+    max_queues: u16,
+    max_depth: u32,
+    mtu: u32,
+    allow_spoofing: bool,
+    allowed_uids: Vec<u32>,
+    allowed_gids: Vec<u32>,
     core_idx: usize,
     slot: VnicSlot,
     active: Option<usize>,
-    rings: Vec<(Arc<Ring>, Arc<Ring>)>,
     backing: Vec<Backing>,
     pool: Mempool,
+    attach: Option<Attachment>,
+    /// Bumped at every attach and detach (and later failover); replies carry it.
+    epoch: u64,
+    /// Re-attach token of the last attachment.
+    token: Option<String>,
 }
 
 struct Core {
@@ -94,6 +190,15 @@ pub struct BackingStatus {
 pub struct VnicStatus {
     pub name: String,
     pub mac: String,
+    /// "attached" or "detached".
+    pub state: &'static str,
+    pub client_pid: Option<i32>,
+    pub owner: Option<Owner>,
+    pub epoch: u64,
+    pub queues: u32,
+    pub ring_depth: u32,
+    pub mtu: u32,
+    pub promisc: bool,
     pub data_core: u32,
     pub active_backing: Option<String>,
     pub backing: Vec<BackingStatus>,
@@ -104,6 +209,7 @@ pub struct VnicStatus {
     pub tx_bytes: u64,
     pub tx_drops: u64,
     pub client_drops: u64,
+    pub spoof_drops: u64,
     pub pool_in_use: u32,
     pub pool_size: u32,
 }
@@ -154,8 +260,44 @@ pub struct Appliance {
     cores: Vec<Core>,
     vnics: Vec<Vnic>,
     config: Config,
+    /// Forwarding-table publications so far.
     generation: u64,
+    /// The in-core client mode for `Owner::Inline` attachments.
+    inline: Option<InlineMode>,
     eal: Option<Eal>,
+}
+
+/// Limits offered at CAPS.
+#[derive(Debug, Clone, Serialize)]
+pub struct Caps {
+    pub max_queues: u32,
+    pub min_depth: u32,
+    pub max_depth: u32,
+    pub min_mtu: u32,
+    pub max_mtu: u32,
+    pub offloads: Vec<String>,
+    pub spoof_check: bool,
+}
+
+fn new_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    if !ok {
+        // Fallback: std's per-process random hash keys plus the clock.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        b[..8].copy_from_slice(&h.finish().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn pool_size(v: &config::VnicConfig) -> u32 {
@@ -185,6 +327,7 @@ impl Appliance {
             vnics: Vec::new(),
             config,
             generation: 0,
+            inline: None,
             eal: Some(eal),
         };
         app.bring_up(opts)?;
@@ -229,14 +372,6 @@ impl Appliance {
                 socket,
             )
             .map_err(err("mempool"))?;
-            let mut rings = Vec::new();
-            for q in 0..v.queues {
-                let rx = Ring::new(&format!("{}.rx{q}", v.name), v.ring_depth, socket)
-                    .map_err(err("rx ring"))?;
-                let tx = Ring::new(&format!("{}.tx{q}", v.name), v.ring_depth, socket)
-                    .map_err(err("tx ring"))?;
-                rings.push((Arc::new(rx), Arc::new(tx)));
-            }
             let port_cfg = PortConfig {
                 queues: v.queues as u16,
                 rx_desc: VF_DESC,
@@ -280,57 +415,250 @@ impl Appliance {
             let mut vn = Vnic {
                 name: v.name.clone(),
                 mac: cfg.macs[i],
-                queues: v.queues as u16,
+                max_queues: v.queues as u16,
+                max_depth: v.ring_depth,
+                mtu: v.mtu,
+                allow_spoofing: v.allow_spoofing,
+                allowed_uids: v.allowed_uids.clone(),
+                allowed_gids: v.allowed_gids.clone(),
                 core_idx,
                 slot: VnicSlot(i as u32),
                 active,
-                rings,
                 backing,
                 pool,
+                attach: None,
+                epoch: 0,
+                token: None,
             };
             if let Some(a) = active {
                 vn.backing[a].state = BackingState::Active;
             }
             self.vnics.push(vn);
         }
-        self.publish_all(opts.inline_client)
+        if let Some(mode) = opts.inline_client {
+            self.inline = Some(mode);
+            for i in 0..self.vnics.len() {
+                let v = &self.vnics[i];
+                let req = AttachRequest {
+                    queues: v.max_queues as u32,
+                    depth: v.max_depth,
+                    mtu: v.mtu,
+                    promisc: false,
+                };
+                let name = v.name.clone();
+                self.attach(&name, req, Owner::Inline)
+                    .map_err(|e| StartError::Attach {
+                        vnic: name.clone(),
+                        err: e,
+                    })?;
+            }
+        }
+        Ok(())
     }
 
-    fn publish_all(&mut self, inline: Option<InlineMode>) -> Result<(), StartError> {
-        for (ci, core) in self.cores.iter_mut().enumerate() {
-            let mut queues = Vec::new();
-            let mut clients = Vec::new();
-            for v in self.vnics.iter().filter(|v| v.core_idx == ci) {
-                let Some(a) = v.active else { continue };
-                let Some(port) = v.backing[a].port.as_ref() else {
+    /// Rebuild and publish core `ci`'s table from the attached vNICs it serves.
+    fn publish_core(&mut self, ci: usize) -> Result<u64, vnic_dataplane::Error> {
+        let mut queues = Vec::new();
+        let mut clients = Vec::new();
+        for v in self.vnics.iter().filter(|v| v.core_idx == ci) {
+            let (Some(att), Some(a)) = (v.attach.as_ref(), v.active) else {
+                continue;
+            };
+            let Some(port) = v.backing[a].port.as_ref() else {
+                continue;
+            };
+            for (q, (rx, tx)) in att.rings.iter().enumerate() {
+                let (Some(rxq), Some(txq)) = (port.rx_queue(q as u16), port.tx_queue(q as u16))
+                else {
                     continue;
                 };
-                for q in 0..v.queues {
-                    let (rx, tx) = &v.rings[q as usize];
-                    let (Some(rxq), Some(txq)) = (port.rx_queue(q), port.tx_queue(q)) else {
-                        continue;
-                    };
-                    queues.push(QueueEntry::new(rxq, txq, rx.clone(), tx.clone(), v.slot));
-                    if let Some(mode) = inline {
-                        clients.push(InlineClient::new(
-                            rx.clone(),
-                            tx.clone(),
-                            mode,
-                            v.slot,
-                            v.mac.0,
-                        ));
-                    }
+                let mut e = QueueEntry::new(rxq, txq, rx.clone(), tx.clone(), v.slot);
+                if !v.allow_spoofing {
+                    e = e.with_spoof_check(v.mac.0);
+                }
+                queues.push(e);
+                if let (Owner::Inline, Some(mode)) = (&att.owner, self.inline) {
+                    clients.push(InlineClient::new(
+                        rx.clone(),
+                        tx.clone(),
+                        mode,
+                        v.slot,
+                        v.mac.0,
+                    ));
                 }
             }
-            core.worker
-                .publish(FwdTable::new(queues, clients))
-                .map_err(|err| StartError::DataCore {
-                    core: core.core,
-                    err,
-                })?;
         }
+        let g = self.cores[ci]
+            .worker
+            .publish(FwdTable::new(queues, clients))?;
         self.generation += 1;
-        Ok(())
+        Ok(g)
+    }
+
+    fn vnic_index(&self, name: &str) -> Result<usize, AttachError> {
+        self.vnics
+            .iter()
+            .position(|v| v.name == name)
+            .ok_or_else(|| AttachError::UnknownVnic(name.into()))
+    }
+
+    /// Limits a client may ask for (CAPS).
+    pub fn caps(&self, vnic: &str) -> Result<Caps, AttachError> {
+        let v = &self.vnics[self.vnic_index(vnic)?];
+        Ok(Caps {
+            max_queues: v.max_queues as u32,
+            min_depth: 64,
+            max_depth: v.max_depth,
+            min_mtu: 68,
+            max_mtu: v.mtu,
+            offloads: vec![],
+            spoof_check: !v.allow_spoofing,
+        })
+    }
+
+    /// Whether these peer credentials may attach `vnic`.
+    pub fn allowed(&self, vnic: &str, uid: u32, gid: u32) -> Result<bool, AttachError> {
+        let v = &self.vnics[self.vnic_index(vnic)?];
+        Ok(v.allowed_uids.contains(&uid) || v.allowed_gids.contains(&gid))
+    }
+
+    /// The vNIC's epoch and attached owner.
+    pub fn vnic_epoch(
+        &self,
+        vnic: &str,
+    ) -> Result<(u64, Option<Owner>, Option<String>), AttachError> {
+        let v = &self.vnics[self.vnic_index(vnic)?];
+        Ok((
+            v.epoch,
+            v.attach.as_ref().map(|a| a.owner.clone()),
+            v.token.clone(),
+        ))
+    }
+
+    /// Link state of a vNIC (its active backing device).
+    pub fn link(&self, vnic: &str) -> Result<LinkState, AttachError> {
+        let v = &self.vnics[self.vnic_index(vnic)?];
+        let up = v
+            .active
+            .and_then(|a| v.backing[a].port.as_ref())
+            .and_then(|p| p.link().ok())
+            .is_some_and(|l| l.up);
+        Ok(LinkState {
+            up,
+            active_backing: v.active.map(|a| v.backing[a].cfg.name.clone()),
+        })
+    }
+
+    /// Create the vNIC's client rings, bind queue i to VF queue i of the active backing device and
+    /// publish the new table of its data core. Other vNICs keep forwarding throughout.
+    pub fn attach(
+        &mut self,
+        vnic: &str,
+        req: AttachRequest,
+        owner: Owner,
+    ) -> Result<AttachGrant, AttachError> {
+        let i = self.vnic_index(vnic)?;
+        let v = &self.vnics[i];
+        if v.attach.is_some() {
+            return Err(AttachError::AlreadyAttached(vnic.into()));
+        }
+        let range = |field: &'static str, value: u32, lo: u32, hi: u32| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                Err(AttachError::OutOfRange {
+                    field,
+                    value,
+                    range: format!("{lo}..={hi}"),
+                })
+            }
+        };
+        range("queues", req.queues, 1, v.max_queues as u32)?;
+        range("depth", req.depth, 64, v.max_depth)?;
+        if !req.depth.is_power_of_two() {
+            return Err(AttachError::OutOfRange {
+                field: "depth",
+                value: req.depth,
+                range: "a power of two".into(),
+            });
+        }
+        range("mtu", req.mtu, 68, v.mtu)?;
+        let epoch = v.epoch + 1;
+        let socket = vnic_dataplane::socket_id();
+        let mut rings = Vec::new();
+        let mut names = Vec::new();
+        for q in 0..req.queues {
+            // The epoch keeps names unique while an old ring may still be held by a client.
+            let rxn = format!("{}.{}r{q}", v.name, epoch % 10_000);
+            let txn = format!("{}.{}t{q}", v.name, epoch % 10_000);
+            let rx = Ring::new(&rxn, req.depth, socket)
+                .map_err(|e| AttachError::Rings(e.to_string()))?;
+            let tx = Ring::new(&txn, req.depth, socket)
+                .map_err(|e| AttachError::Rings(e.to_string()))?;
+            rings.push((Arc::new(rx), Arc::new(tx)));
+            names.push(QueueRings { rx: rxn, tx: txn });
+        }
+        let token = new_token();
+        let core_idx = v.core_idx;
+        let v = &mut self.vnics[i];
+        v.attach = Some(Attachment {
+            queues: req.queues as u16,
+            depth: req.depth,
+            mtu: req.mtu,
+            promisc: req.promisc,
+            rings,
+            owner,
+        });
+        if let Err(e) = self.publish_core(core_idx) {
+            // Roll back: the core never saw the rings (or still runs the old table).
+            self.vnics[i].attach = None;
+            return Err(AttachError::Publish(e.to_string()));
+        }
+        let v = &mut self.vnics[i];
+        v.epoch = epoch;
+        v.token = Some(token.clone());
+        let mac = v.mac.to_string();
+        let mempool = v.pool.name().to_string();
+        Ok(AttachGrant {
+            queues: req.queues,
+            depth: req.depth,
+            mtu: req.mtu,
+            promisc: req.promisc,
+            rings: names,
+            mempool,
+            mac,
+            link: self.link(vnic)?,
+            token,
+            epoch,
+        })
+    }
+
+    /// Unpublish the vNIC, then drain its rings and return every mbuf. Returns mbufs drained.
+    /// The client must have stopped using the rings (it asked, died, or was told).
+    pub fn detach(&mut self, vnic: &str) -> Result<usize, AttachError> {
+        let i = self.vnic_index(vnic)?;
+        let Some(att) = self.vnics[i].attach.take() else {
+            return Err(AttachError::NotAttached(vnic.into()));
+        };
+        let core_idx = self.vnics[i].core_idx;
+        self.vnics[i].epoch += 1;
+        if let Err(e) = self.publish_core(core_idx) {
+            // The core may still read the old table: keep the rings (and their mbufs) alive
+            // rather than free memory it may touch; report it.
+            tracing::error!(vnic, "detach: {e}; rings kept");
+            self.vnics[i].attach = Some(att);
+            return Err(AttachError::Publish(e.to_string()));
+        }
+        let mut drained = 0;
+        for (rx, tx) in &att.rings {
+            drained += rx.drain() + tx.drain();
+        }
+        Ok(drained)
+    }
+
+    /// Names of all vNICs.
+    pub fn vnic_names(&self) -> Vec<String> {
+        self.vnics.iter().map(|v| v.name.clone()).collect()
     }
 
     /// The running config.
@@ -352,6 +680,21 @@ impl Appliance {
                 VnicStatus {
                     name: v.name.clone(),
                     mac: v.mac.to_string(),
+                    state: if v.attach.is_some() {
+                        "attached"
+                    } else {
+                        "detached"
+                    },
+                    client_pid: v.attach.as_ref().and_then(|a| match a.owner {
+                        Owner::Client { pid, .. } => Some(pid),
+                        Owner::Inline => None,
+                    }),
+                    owner: v.attach.as_ref().map(|a| a.owner.clone()),
+                    epoch: v.epoch,
+                    queues: v.attach.as_ref().map(|a| a.queues as u32).unwrap_or(0),
+                    ring_depth: v.attach.as_ref().map(|a| a.depth).unwrap_or(0),
+                    mtu: v.attach.as_ref().map(|a| a.mtu).unwrap_or(v.mtu),
+                    promisc: v.attach.as_ref().is_some_and(|a| a.promisc),
                     data_core: self.cores[v.core_idx].core,
                     active_backing: v.active.map(|a| v.backing[a].cfg.name.clone()),
                     backing: v
@@ -377,6 +720,7 @@ impl Appliance {
                     tx_bytes: s.tx_bytes,
                     tx_drops: s.tx_drops,
                     client_drops: s.client_drops,
+                    spoof_drops: s.spoof_drops,
                     pool_in_use: v.pool.in_use(),
                     pool_size: v.pool.size(),
                 }
@@ -413,10 +757,10 @@ impl Appliance {
         }
     }
 
-    /// The client rings of a vNIC queue (in-process clients and tests).
+    /// The client rings of an attached vNIC queue (in-process clients and tests).
     pub fn client_rings(&self, vnic: &str, queue: u16) -> Option<(Arc<Ring>, Arc<Ring>)> {
         let v = self.vnics.iter().find(|v| v.name == vnic)?;
-        v.rings.get(queue as usize).cloned()
+        v.attach.as_ref()?.rings.get(queue as usize).cloned()
     }
 
     /// The mempool of a vNIC (tests and clients that allocate).
@@ -450,8 +794,10 @@ impl Appliance {
         // 3. Rings drained (we hold the last references now).
         let mut drained = 0;
         for v in &mut self.vnics {
-            for (rx, tx) in v.rings.drain(..) {
-                drained += rx.drain() + tx.drain();
+            if let Some(att) = v.attach.take() {
+                for (rx, tx) in att.rings {
+                    drained += rx.drain() + tx.drain();
+                }
             }
         }
         // 4. Pools: checked, then freed only when full (Mempool's Drop enforces it).

@@ -175,6 +175,19 @@ pub struct VnicConfig {
     pub data_core: Option<u32>,
     /// Backing devices, 1..=6.
     pub backing: Vec<BackingConfig>,
+    /// Client uids allowed to attach (peer credentials of the control socket). Default: root.
+    #[serde(default = "default_uids")]
+    pub allowed_uids: Vec<u32>,
+    /// Client gids allowed to attach (either list matching is enough).
+    #[serde(default)]
+    pub allowed_gids: Vec<u32>,
+    /// Let the client send frames with any source MAC (default: drop and count them).
+    #[serde(default)]
+    pub allow_spoofing: bool,
+}
+
+fn default_uids() -> Vec<u32> {
+    vec![0]
 }
 
 fn default_mtu() -> u32 {
@@ -199,6 +212,21 @@ pub struct RawConfig {
     /// Client control socket path.
     #[serde(default = "default_control_socket")]
     pub control_socket: PathBuf,
+    /// File mode of the control socket, octal string (default "0660").
+    #[serde(default = "default_socket_mode")]
+    pub control_socket_mode: String,
+    /// Group owning the control socket (default: unchanged).
+    #[serde(default)]
+    pub control_socket_gid: Option<u32>,
+    /// Admin socket path (mode 0600: root only by default).
+    #[serde(default = "default_admin_socket")]
+    pub admin_socket: PathBuf,
+    /// Uids allowed on the admin socket (default: root).
+    #[serde(default = "default_uids")]
+    pub admin_uids: Vec<u32>,
+    /// A client silent for this long is detached (20..=60000 ms, default 1000).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_timeout_ms: u32,
     /// Status line interval in ms (100..=60000, default 1000).
     #[serde(default = "default_stats_interval")]
     pub stats_interval_ms: u32,
@@ -218,6 +246,25 @@ fn default_control_socket() -> PathBuf {
 }
 fn default_stats_interval() -> u32 {
     1000
+}
+fn default_socket_mode() -> String {
+    "0660".into()
+}
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from("/run/vnicd/admin.sock")
+}
+fn default_heartbeat() -> u32 {
+    1000
+}
+
+/// Parse an octal file mode such as "0660".
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let m = u32::from_str_radix(s, 8)
+        .map_err(|_| format!("{s:?} is not an octal file mode such as \"0660\""))?;
+    if m > 0o777 {
+        return Err(format!("{s:?} has bits beyond 0777"));
+    }
+    Ok(m)
 }
 
 /// A MAC address.
@@ -476,6 +523,23 @@ impl RawConfig {
         }
         if self.control_socket.as_os_str().is_empty() {
             err("control_socket".into(), "must not be empty".into());
+        }
+        if self.admin_socket.as_os_str().is_empty() {
+            err("admin_socket".into(), "must not be empty".into());
+        } else if self.admin_socket == self.control_socket {
+            err(
+                "admin_socket".into(),
+                "must differ from control_socket".into(),
+            );
+        }
+        if let Err(m) = parse_mode(&self.control_socket_mode) {
+            err("control_socket_mode".into(), m);
+        }
+        if !(20..=60_000).contains(&self.heartbeat_timeout_ms) {
+            err(
+                "heartbeat_timeout_ms".into(),
+                format!("{} out of range 20..=60000", self.heartbeat_timeout_ms),
+            );
         }
 
         // vNICs
