@@ -458,10 +458,13 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                 "eal": {"cores": [0, 1], "main_core": 0, "memory_mb": 512},
                 "data_cores": [{"core": 1, "launch": launch, "idle_sleep_us": 0}],
                 "control_socket": env.dir.join("control.sock"),
+                "admin_socket": env.dir.join("admin.sock"),
                 "stats_interval_ms": 60000,
                 "vnics": (0..2).map(|i| serde_json::json!({
                     "name": format!("vnic{i}"),
                     "mac": format!("02:00:00:00:00:{:02x}", i + 1),
+                    // bounce returns frames as they came: their source MAC is not the vNIC's
+                    "allow_spoofing": true,
                     "backing": [{"name": format!("vf{i}"), "devargs": vdevs[i], "port_label": format!("p{i}")}]
                 })).collect::<Vec<_>>()
             });

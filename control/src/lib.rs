@@ -3,4 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod appliance;
+pub mod client;
 pub mod config;
+pub mod proto;
+pub mod server;

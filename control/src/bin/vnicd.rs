@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vnic_control::appliance::{Appliance, StartOptions, Status};
 use vnic_control::config;
+use vnic_control::server::Server;
 use vnic_dataplane::InlineMode;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -111,19 +112,29 @@ fn main() -> ExitCode {
         host_hugepages: None,
     };
     let started = Instant::now();
-    let app = match Appliance::start(cfg, &opts) {
+    let mut app = match Appliance::start(cfg, &opts) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("vnicd: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let mut server = match Server::start(app.config()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vnicd: cannot open the control sockets: {e}");
+            drop(app.shutdown());
+            return ExitCode::FAILURE;
+        }
+    };
     let first = app.status();
     eprintln!(
-        "vnicd: up in {:.0} ms (DPDK {}, EAL: {})",
+        "vnicd: up in {:.0} ms (DPDK {}, EAL: {}); control socket {}, admin socket {}",
         started.elapsed().as_secs_f64() * 1e3,
         first.dpdk_version,
-        first.eal_args.join(" ")
+        first.eal_args.join(" "),
+        app.config().raw.control_socket.display(),
+        app.config().raw.admin_socket.display()
     );
     for v in &first.vnics {
         let b: Vec<String> = v
@@ -164,8 +175,10 @@ fn main() -> ExitCode {
             prev_t = now;
             next += interval;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // The control thread's work: client sessions, admin requests, heartbeats, link pushes.
+        server.poll(&mut app, Duration::from_millis(20));
     }
+    drop(server);
     let fin = app.status();
     let secs = t0.elapsed().as_secs_f64();
     let report = app.shutdown();
