@@ -70,7 +70,7 @@ fn main() {
         .header("wrapper.h")
         .clang_args(&cflags)
         .clang_arg("-I.")
-        .allowlist_function("rte_.*|vnic_rte_.*")
+        .allowlist_function("rte_.*|vnic_.*")
         .allowlist_type("rte_.*")
         .allowlist_var("RTE_.*|rte_.*|RING_F_.*|SOCKET_ID_ANY|LCORE_ID_ANY")
         // packed structs containing aligned ones do not compile as Rust (E0588)

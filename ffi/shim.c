@@ -8,6 +8,7 @@
 #include <rte_pause.h>
 #include <rte_prefetch.h>
 #include <rte_ethdev.h>
+#include <rte_ring_peek_zc.h>
 #include "shim.h"
 
 uint16_t vnic_rte_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
@@ -51,3 +52,42 @@ uint64_t vnic_rte_get_tsc_hz(void) { return rte_get_tsc_hz(); }
 int vnic_rte_errno(void) { return rte_errno; }
 void vnic_rte_pause(void) { rte_pause(); }
 void vnic_rte_prefetch0(const void *p) { rte_prefetch0(p); }
+
+/* Zero-copy (in-place) ring access for clients, so that a client killed at any instant leaves
+ * every mbuf in a ring that the server can recover (see vnic_ring_recover_client). */
+unsigned int vnic_ring_dequeue_zc_start(struct rte_ring *r, unsigned int n, void ***p1, unsigned int *n1, void ***p2)
+{
+	struct rte_ring_zc_data z = { 0 };
+	unsigned int got = rte_ring_dequeue_zc_burst_start(r, n, &z, NULL);
+	*p1 = z.ptr1; *n1 = z.n1; *p2 = z.ptr2;
+	return got;
+}
+void vnic_ring_dequeue_zc_finish(struct rte_ring *r, unsigned int n) { rte_ring_dequeue_zc_finish(r, n); }
+unsigned int vnic_ring_enqueue_zc_start(struct rte_ring *r, unsigned int n, void ***p1, unsigned int *n1, void ***p2)
+{
+	struct rte_ring_zc_data z = { 0 };
+	unsigned int got = rte_ring_enqueue_zc_burst_start(r, n, &z, NULL);
+	*p1 = z.ptr1; *n1 = z.n1; *p2 = z.ptr2;
+	return got;
+}
+void vnic_ring_enqueue_zc_finish(struct rte_ring *r, unsigned int n) { rte_ring_enqueue_zc_finish(r, n); }
+
+/* After a client died (and the data core no longer uses its rings): undo or complete the
+ * in-place move it may have been in the middle of. The client moves rx -> tx as
+ * (1) rx start, (2) tx start, (3) copy pointers, (4) rx finish, (5) tx finish, so:
+ * rx unfinished => every mbuf is still in rx: roll rx and tx back;
+ * rx finished, tx unfinished => the pointers were written before (4): roll tx forward.
+ * Returns 0 (nothing to do), 1 (rolled back) or 2 (rolled forward). */
+int vnic_ring_recover_client(struct rte_ring *rx, struct rte_ring *tx)
+{
+	if (rx->cons.head != rx->cons.tail) {
+		rx->cons.head = rx->cons.tail;
+		tx->prod.head = tx->prod.tail;
+		return 1;
+	}
+	if (tx->prod.head != tx->prod.tail) {
+		__atomic_store_n(&tx->prod.tail, tx->prod.head, __ATOMIC_RELEASE);
+		return 2;
+	}
+	return 0;
+}

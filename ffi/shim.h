@@ -32,4 +32,10 @@ int vnic_rte_errno(void);
 void vnic_rte_pause(void);
 void vnic_rte_prefetch0(const void *p);
 
+unsigned int vnic_ring_dequeue_zc_start(struct rte_ring *r, unsigned int n, void ***p1, unsigned int *n1, void ***p2);
+void vnic_ring_dequeue_zc_finish(struct rte_ring *r, unsigned int n);
+unsigned int vnic_ring_enqueue_zc_start(struct rte_ring *r, unsigned int n, void ***p1, unsigned int *n1, void ***p2);
+void vnic_ring_enqueue_zc_finish(struct rte_ring *r, unsigned int n);
+int vnic_ring_recover_client(struct rte_ring *rx, struct rte_ring *tx);
+
 #endif

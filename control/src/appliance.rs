@@ -12,6 +12,10 @@ use vnic_dataplane::{
 pub const VF_DESC: u16 = 1024;
 /// Per-lcore mempool cache.
 pub const POOL_CACHE: u32 = 256;
+/// Separate-process clients get EAL lcore ids from here up (vnicd's own are the CPU numbers).
+pub const CLIENT_LCORE_BASE: u32 = 64;
+/// How many distinct client lcore ids (DPDK's RTE_MAX_LCORE is 128 in Debian's build).
+pub const CLIENT_LCORES: u32 = 64;
 
 /// Why the appliance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +104,9 @@ pub struct AttachGrant {
     pub link: LinkState,
     pub token: String,
     pub epoch: u64,
+    /// EAL lcore id a separate-process client must use (mempool caches are per lcore id in
+    /// shared memory, so every process needs its own).
+    pub client_lcore: u32,
 }
 
 /// Ring names of one queue.
@@ -630,6 +637,7 @@ impl Appliance {
             link: self.link(vnic)?,
             token,
             epoch,
+            client_lcore: CLIENT_LCORE_BASE + (i as u32 % CLIENT_LCORES),
         })
     }
 
@@ -651,6 +659,18 @@ impl Appliance {
         }
         let mut drained = 0;
         for (rx, tx) in &att.rings {
+            if matches!(att.owner, Owner::Client { .. }) {
+                // A client killed mid-move leaves a half-done in-place move: finish or undo it
+                // so every mbuf is in a ring before the drain.
+                let r = vnic_dataplane::ring::recover_client(rx, tx);
+                if r != vnic_dataplane::ring::Recovery::Clean {
+                    tracing::info!(
+                        vnic,
+                        ?r,
+                        "repaired the rings of a client that died mid-move"
+                    );
+                }
+            }
             drained += rx.drain() + tx.drain();
         }
         Ok(drained)

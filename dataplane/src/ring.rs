@@ -69,6 +69,10 @@ impl Ring {
     pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_ring {
         self.raw.as_ptr()
     }
+    /// The raw ring, for tests that drive DPDK's ring API directly.
+    pub fn raw_ptr(&self) -> *mut dpdk_sys::rte_ring {
+        self.raw.as_ptr()
+    }
 
     /// Enqueue as many of `burst` as fit; the rest are freed. Returns (enqueued, dropped).
     /// The caller must be this ring's only producer.
@@ -123,6 +127,92 @@ impl Ring {
             }
             total += b.consume(0);
         }
+    }
+}
+
+/// How [`recover_client`] left a client's ring pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// The client was between operations.
+    Clean,
+    /// It died mid-move: the move was undone (mbufs still in its rx ring).
+    RolledBack,
+    /// It died after taking from rx: the move was completed (mbufs in its tx ring).
+    RolledForward,
+}
+
+/// Repair a dead client's ring pair before draining it. Only when neither the client nor the
+/// data core uses the rings any more.
+pub fn recover_client(rx: &Ring, tx: &Ring) -> Recovery {
+    // SAFETY: both rings are live; the caller guarantees no producer or consumer runs.
+    match unsafe { dpdk_sys::vnic_ring_recover_client(rx.as_ptr(), tx.as_ptr()) } {
+        1 => Recovery::RolledBack,
+        2 => Recovery::RolledForward,
+        _ => Recovery::Clean,
+    }
+}
+
+impl Ring {
+    /// Client side: move up to a burst from this (client rx) ring to `tx` in place, letting `f`
+    /// edit each frame's first segment on the way. Crash-safe: if the process dies at any
+    /// instant, [`recover_client`] finds every mbuf in one of the two rings. Returns the count.
+    /// The caller must be this ring's only consumer and `tx`'s only producer.
+    pub fn forward_to(&self, tx: &Ring, mut f: impl FnMut(&mut [u8])) -> usize {
+        type Slot = *mut *mut dpdk_sys::rte_mbuf;
+        let (mut r1, mut rn1, mut r2): (
+            *mut *mut std::ffi::c_void,
+            u32,
+            *mut *mut std::ffi::c_void,
+        ) = (std::ptr::null_mut(), 0, std::ptr::null_mut());
+        // SAFETY: live SC ring; reserves up to BURST entries in place (head moves, tail does not).
+        let n = unsafe {
+            dpdk_sys::vnic_ring_dequeue_zc_start(
+                self.as_ptr(),
+                BURST as u32,
+                &mut r1,
+                &mut rn1,
+                &mut r2,
+            )
+        };
+        if n == 0 {
+            return 0;
+        }
+        let (mut t1, mut tn1, mut t2): (
+            *mut *mut std::ffi::c_void,
+            u32,
+            *mut *mut std::ffi::c_void,
+        ) = (std::ptr::null_mut(), 0, std::ptr::null_mut());
+        // SAFETY: live SP ring; reserves up to n slots in place.
+        let m = unsafe {
+            dpdk_sys::vnic_ring_enqueue_zc_start(tx.as_ptr(), n, &mut t1, &mut tn1, &mut t2)
+        };
+        let at = |p1: Slot, n1: u32, p2: Slot, i: u32| -> Slot {
+            // SAFETY: i < reserved count, split over the two segments the ring reported.
+            unsafe {
+                if i < n1 {
+                    p1.add(i as usize)
+                } else {
+                    p2.add((i - n1) as usize)
+                }
+            }
+        };
+        for i in 0..m {
+            // SAFETY: slot i of the rx reservation holds an mbuf we may use until finish; slot
+            // i of the tx reservation is ours to write.
+            unsafe {
+                let p = *at(r1 as Slot, rn1, r2 as Slot, i);
+                let len = (*p).data_len as usize;
+                let data = ((*p).buf_addr as *mut u8).add((*p).data_off as usize);
+                f(std::slice::from_raw_parts_mut(data, len));
+                *at(t1 as Slot, tn1, t2 as Slot, i) = p;
+            }
+        }
+        // SAFETY: finish rx first, then tx: the order recover_client relies on. m <= n.
+        unsafe {
+            dpdk_sys::vnic_ring_dequeue_zc_finish(self.as_ptr(), m);
+            dpdk_sys::vnic_ring_enqueue_zc_finish(tx.as_ptr(), m);
+        }
+        m as usize
     }
 }
 

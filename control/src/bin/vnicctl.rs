@@ -1,0 +1,197 @@
+//! vnicctl: the admin command line for vnicd (talks to the admin socket).
+#![forbid(unsafe_code)]
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vnic_control::client::{Client, ClientError};
+
+/// Inspect and steer a running vnicd.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Admin socket of vnicd.
+    #[arg(long, default_value = "/run/vnicd/admin.sock")]
+    socket: PathBuf,
+    /// Print the raw JSON reply (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// One line per vNIC: state, client, active backing device, counters.
+    Status,
+    /// Everything: vNICs, backing devices, data cores, EAL.
+    Stats,
+    /// One vNIC in detail.
+    Show { vnic: String },
+    /// Detach a vNIC's client (it is told), drain its rings and return its mbufs.
+    Detach { vnic: String },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnicctl: {e}");
+            match e {
+                ClientError::Refused { .. } => ExitCode::from(1),
+                _ => ExitCode::from(3),
+            }
+        }
+    }
+}
+
+fn run(a: &Args) -> Result<(), ClientError> {
+    let mut c = Client::connect(&a.socket).map_err(|e| match e {
+        ClientError::Io(io) => ClientError::Io(std::io::Error::new(
+            io.kind(),
+            format!("{}: {io} (is vnicd running?)", a.socket.display()),
+        )),
+        e => e,
+    })?;
+    let (op, fields) = match &a.cmd {
+        Cmd::Status => ("STATUS", json!({})),
+        Cmd::Stats => ("STATS", json!({})),
+        Cmd::Show { vnic } => ("SHOW", json!({"vnic": vnic})),
+        Cmd::Detach { vnic } => ("DETACH", json!({"vnic": vnic})),
+    };
+    let mut r = c.request(op, fields)?;
+    if a.json {
+        if let Some(m) = r.as_object_mut() {
+            for k in ["v", "id", "op", "epoch"] {
+                m.remove(k);
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        return Ok(());
+    }
+    match &a.cmd {
+        Cmd::Status => status_table(&r),
+        Cmd::Stats => {
+            status_table(&r);
+            println!();
+            println!(
+                "{:<6} {:<7} {:>10} {:>14} {:>14} {:>10}",
+                "CORE", "LAUNCH", "TABLE GEN", "LOOPS", "PACKETS", "CYC/PKT"
+            );
+            for c in r["cores"].as_array().into_iter().flatten() {
+                let p = c["packets"].as_f64().unwrap_or(0.0);
+                let cyc = if p > 0.0 {
+                    format!("{:.1}", c["busy_cycles"].as_f64().unwrap_or(0.0) / p)
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "{:<6} {:<7} {:>10} {:>14} {:>14} {:>10}",
+                    c["core"],
+                    s(&c["launch"]),
+                    c["table_generation"],
+                    c["loops"],
+                    c["packets"],
+                    cyc
+                );
+            }
+            println!(
+                "DPDK {}; EAL {}",
+                s(&r["dpdk_version"]),
+                r["eal_args"]
+                    .as_array()
+                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+            );
+        }
+        Cmd::Show { .. } => {
+            let v = &r["vnic"];
+            println!(
+                "vNIC {}  mac {}  state {}  epoch {}",
+                s(&v["name"]),
+                s(&v["mac"]),
+                s(&v["state"]),
+                v["epoch"]
+            );
+            if let Some(o) = v["owner"].as_object() {
+                println!("  client: {}", Value::Object(o.clone()));
+            }
+            println!(
+                "  data core {}  queues {}  ring depth {}  mtu {}",
+                v["data_core"], v["queues"], v["ring_depth"], v["mtu"]
+            );
+            println!(
+                "  rx {} pkts {} bytes, drops {} | tx {} pkts {} bytes, drops {}, spoofed {}",
+                v["rx_packets"],
+                v["rx_bytes"],
+                v["rx_drops"],
+                v["tx_packets"],
+                v["tx_bytes"],
+                v["tx_drops"],
+                v["spoof_drops"]
+            );
+            println!(
+                "  mempool {} of {} mbufs in use",
+                v["pool_in_use"], v["pool_size"]
+            );
+            println!(
+                "  {:<16} {:>4} {:<9} {:<5} {:<16} DEVARGS",
+                "BACKING", "PRIO", "STATE", "LINK", "PORT"
+            );
+            for b in v["backing"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<16} {:>4} {:<9} {:<5} {:<16} {}{}",
+                    s(&b["name"]),
+                    b["priority"],
+                    s(&b["state"]),
+                    if b["link_up"] == true { "up" } else { "down" },
+                    s(&b["port_label"]),
+                    s(&b["devargs"]),
+                    b["reason"]
+                        .as_str()
+                        .map(|r| format!("  ({r})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Cmd::Detach { vnic } => println!(
+            "{vnic}: detached, {} mbufs drained from its rings",
+            r["drained"]
+        ),
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
+}
+
+fn status_table(r: &Value) {
+    println!(
+        "{:<16} {:<17} {:<9} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
+        "VNIC", "MAC", "STATE", "PID", "ACTIVE", "RX PKTS", "TX PKTS", "RX DROPS", "TX DROPS"
+    );
+    for v in r["vnics"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:<17} {:<9} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
+            s(&v["name"]),
+            s(&v["mac"]),
+            s(&v["state"]),
+            v["client_pid"]
+                .as_i64()
+                .map(|p| p.to_string())
+                .unwrap_or("-".into()),
+            v["active_backing"].as_str().unwrap_or("-"),
+            v["rx_packets"],
+            v["tx_packets"],
+            v["rx_drops"],
+            v["tx_drops"]
+        );
+    }
+    if let Some(g) = r["generation"].as_u64() {
+        println!("forwarding-table generation {g}");
+    }
+}
