@@ -681,6 +681,14 @@ impl Appliance {
         self.vnics.iter().map(|v| v.name.clone()).collect()
     }
 
+    /// The shared-memory file prefix separate-process clients join, when the EAL runs with one
+    /// (hugepages and `eal.file_prefix`); `None` otherwise.
+    pub fn shared_prefix(&self) -> Option<String> {
+        let args = self.eal.as_ref()?.args();
+        let i = args.iter().position(|a| a == "--file-prefix")?;
+        args.get(i + 1).cloned()
+    }
+
     /// The running config.
     pub fn config(&self) -> &Config {
         &self.config

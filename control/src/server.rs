@@ -473,7 +473,7 @@ impl Server {
                 self.last_links
                     .insert(vnic.clone(), (g.link.up, g.link.active_backing.clone()));
                 let mut body = serde_json::to_value(&g).unwrap_or(Value::Null);
-                body["file_prefix"] = json!(app.config().raw.eal.file_prefix);
+                body["file_prefix"] = json!(app.shared_prefix());
                 tracing::info!(vnic, pid = creds.pid, epoch = g.epoch, "attached");
                 Ok(("ATTACHED", body))
             }

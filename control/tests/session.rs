@@ -1,111 +1,12 @@
 //! The control protocol over real Unix sockets against a real appliance (EAL, vdevs).
 //! The appliance and its server run on a thread of their own, as vnicd's control thread does;
 //! the test is the client (and reads state back over the admin socket).
+mod common;
+use common::start;
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vnic_control::appliance::Appliance;
 use vnic_control::client::Client;
-use vnic_control::config;
-use vnic_control::server::Server;
 use vnic_dataplane::{Burst, Mempool, Ring};
-
-struct Fx {
-    dir: PathBuf,
-    ctl: PathBuf,
-    admin: PathBuf,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Appliance>>,
-}
-
-/// vnic0 and vnic1 are open to root; vnic2 only to uid 4242. Backing devices are `net_ring`
-/// vdevs, which loop tx back to rx: what a client sends comes back to it.
-fn start(heartbeat_ms: u32) -> Fx {
-    let dir = std::env::temp_dir().join(format!("vnic-sess-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ctl = dir.join("control.sock");
-    let admin = dir.join("admin.sock");
-    let vnic = |i: u32, uids: Value| {
-        json!({"name": format!("vnic{i}"), "mac": format!("02:00:00:00:00:0{}", i + 1), "queues": 2, "ring_depth": 1024,
-               "allowed_uids": uids,
-               "backing": [{"name": format!("vf{i}"), "devargs": format!("net_ring{i}"), "port_label": "p0"}]})
-    };
-    let cfg = config::parse(
-        &json!({
-            "eal": {"cores": [0, 1], "main_core": 0, "memory_mb": 256},
-            "data_cores": [{"core": 1, "idle_sleep_us": 20}],
-            "control_socket": ctl, "admin_socket": admin,
-            "heartbeat_timeout_ms": heartbeat_ms,
-            "vnics": [vnic(0, json!([0])), vnic(1, json!([0])), vnic(2, json!([4242]))]
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let s2 = stop.clone();
-    let handle = std::thread::spawn(move || {
-        let mut app = Appliance::start(cfg, &Default::default()).expect("appliance");
-        let mut server = Server::start(app.config()).expect("server");
-        tx.send(()).unwrap();
-        while !s2.load(Ordering::Relaxed) {
-            server.poll(&mut app, Duration::from_millis(5));
-        }
-        drop(server);
-        app
-    });
-    rx.recv_timeout(Duration::from_secs(20)).expect("vnicd up");
-    Fx {
-        dir,
-        ctl,
-        admin,
-        stop,
-        handle: Some(handle),
-    }
-}
-
-impl Fx {
-    fn client(&self) -> Client {
-        Client::connect(&self.ctl).unwrap()
-    }
-    fn status(&self) -> Value {
-        let mut a = Client::connect(&self.admin).unwrap();
-        a.request("STATUS", json!({})).unwrap()
-    }
-    fn vnic(&self, name: &str) -> Value {
-        let st = self.status();
-        st["vnics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap()
-            .clone()
-    }
-    fn wait_state(&self, name: &str, state: &str, within: Duration) -> Duration {
-        let t = Instant::now();
-        while self.vnic(name)["state"] != state {
-            assert!(
-                t.elapsed() < within,
-                "{name} not {state} within {within:?}: {}",
-                self.vnic(name)
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        t.elapsed()
-    }
-    /// Stop the control thread, tear down, and check that nothing leaked.
-    fn finish(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let app = self.handle.take().unwrap().join().unwrap();
-        let r = app.shutdown();
-        assert_eq!(r.leaked(), 0, "{r:?}");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn frame(seq: u32, src: [u8; 6]) -> Vec<u8> {
     let mut f = vec![0u8; 64];

@@ -113,13 +113,11 @@ impl Burst {
         self.len += 1;
         Ok(())
     }
-    /// Take the mbufs out as owned values.
-    pub fn drain(&mut self) -> impl Iterator<Item = Mbuf> + '_ {
+    /// Take the mbufs out as owned values; those not taken when the iterator is dropped are
+    /// freed.
+    pub fn drain(&mut self) -> Drain<'_> {
         let n = std::mem::take(&mut self.len);
-        self.ptrs[..n].iter().map(|&p| {
-            // SAFETY: ptrs[..len] are owned, non-null mbufs; len is reset so none is freed twice.
-            unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) }
-        })
+        Drain { b: self, i: 0, n }
     }
     /// Forget the first `sent` (now owned by whoever took them) and free the unsent tail in bulk.
     /// Returns how many were freed.
@@ -128,6 +126,32 @@ impl Burst {
         let n = self.len;
         self.len = 0;
         free_tail(&mut self.ptrs, sent, n)
+    }
+}
+
+/// Iterator of [`Burst::drain`].
+pub struct Drain<'a> {
+    b: &'a mut Burst,
+    i: usize,
+    n: usize,
+}
+
+impl Iterator for Drain<'_> {
+    type Item = Mbuf;
+    fn next(&mut self) -> Option<Mbuf> {
+        if self.i == self.n {
+            return None;
+        }
+        let p = self.b.ptrs[self.i];
+        self.i += 1;
+        // SAFETY: ptrs[..n] were owned, non-null mbufs; each is handed out once.
+        Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) })
+    }
+}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        free_tail(&mut self.b.ptrs, self.i, self.n);
     }
 }
 

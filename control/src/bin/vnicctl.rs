@@ -185,10 +185,10 @@ fn status_table(r: &Value) {
                 .map(|p| p.to_string())
                 .unwrap_or("-".into()),
             v["active_backing"].as_str().unwrap_or("-"),
-            v["rx_packets"],
-            v["tx_packets"],
-            v["rx_drops"],
-            v["tx_drops"]
+            s(&v["rx_packets"]),
+            s(&v["tx_packets"]),
+            s(&v["rx_drops"]),
+            s(&v["tx_drops"])
         );
     }
     if let Some(g) = r["generation"].as_u64() {

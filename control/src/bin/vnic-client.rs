@@ -1,0 +1,279 @@
+//! vnic-client: a vNIC client in its own process. It logs in over the control socket, attaches,
+//! joins vnicd's hugepage memory as a DPDK secondary process and works on the very mbufs the VF
+//! filled (zero copy): `reflect` sends every frame back to its sender, `sink` counts and frees,
+//! `source` generates frames at a rate, `dump` prints the first frames with their mbuf address.
+#![forbid(unsafe_code)]
+use clap::{Parser, ValueEnum};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vnic_control::client::Client;
+use vnic_dataplane::{eal, Burst, Eal, Mempool, Ring};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Send every frame back: destination <- source, source <- our MAC.
+    Reflect,
+    /// Count and free.
+    Sink,
+    /// Generate frames at --rate packets per second.
+    Source,
+    /// Print the first --count frames (mbuf address, length, sequence number) and exit.
+    Dump,
+}
+
+/// A vNIC client process (DPDK secondary of vnicd).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    mode: Mode,
+    /// vNIC to attach.
+    #[arg(long)]
+    vnic: String,
+    /// vnicd control socket.
+    #[arg(long, default_value = "/run/vnicd/control.sock")]
+    socket: PathBuf,
+    /// Queues (default 1).
+    #[arg(long, default_value_t = 1)]
+    queues: u32,
+    /// Ring depth (default: the vNIC's maximum).
+    #[arg(long)]
+    depth: Option<u32>,
+    /// MTU (default: the vNIC's maximum).
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// Re-attach token from an earlier session.
+    #[arg(long)]
+    token: Option<String>,
+    /// CPU to run on.
+    #[arg(long, default_value_t = 0)]
+    cpu: u32,
+    /// source: packets per second.
+    #[arg(long, default_value_t = 1_000_000)]
+    rate: u64,
+    /// source: frame length.
+    #[arg(long, default_value_t = 64)]
+    len: usize,
+    /// dump: frames to print.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// No per-second lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnic-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mac_bytes(s: &str) -> Result<[u8; 6], String> {
+    let v: Vec<u8> = s
+        .split(':')
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
+    v.try_into()
+        .map_err(|_| format!("bad MAC {s:?} from vnicd"))
+}
+
+fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let mut c = Client::connect(&a.socket)?;
+    let w = c.hello(&a.vnic, a.token.as_deref())?;
+    let hb = Duration::from_millis(w["heartbeat_ms"].as_u64().unwrap_or(1000) / 3)
+        .max(Duration::from_millis(5));
+    let caps = c.caps()?;
+    let depth = a
+        .depth
+        .unwrap_or(caps["max_depth"].as_u64().unwrap_or(1024) as u32);
+    let mtu = a
+        .mtu
+        .unwrap_or(caps["max_mtu"].as_u64().unwrap_or(1500) as u32);
+    let g = c.attach(a.queues, depth, mtu, false)?;
+    let Some(prefix) = g["file_prefix"].as_str() else {
+        let _ = c.detach();
+        return Err("vnicd shares no memory (eal.file_prefix is unset in its config): a separate-process client cannot attach; set eal.file_prefix and use hugepages".into());
+    };
+    let lcore = g["client_lcore"].as_u64().unwrap_or(64);
+    let eal_args: Vec<String> = [
+        "vnic-client".to_string(),
+        "--proc-type=secondary".into(),
+        "--file-prefix".into(),
+        prefix.into(),
+        "--lcores".into(),
+        format!("{lcore}@{}", a.cpu),
+        "--no-pci".into(),
+        "--no-telemetry".into(),
+        "--log-level=4".into(),
+    ]
+    .into();
+    let _eal = Eal::init(&eal_args)?;
+    let pool = Mempool::lookup(g["mempool"].as_str().unwrap_or(""))?;
+    let mut queues = Vec::new();
+    for q in g["rings"].as_array().into_iter().flatten() {
+        queues.push((
+            Ring::lookup(q["rx"].as_str().unwrap_or(""))?,
+            Ring::lookup(q["tx"].as_str().unwrap_or(""))?,
+        ));
+    }
+    let mac = mac_bytes(g["mac"].as_str().unwrap_or(""))?;
+    eprintln!(
+        "vnic-client: {} attached (epoch {}, {} queues, depth {}, mac {}, token {}), mode {:?}, lcore {lcore} on cpu {}",
+        a.vnic,
+        g["epoch"],
+        queues.len(),
+        depth,
+        g["mac"].as_str().unwrap_or("?"),
+        g["token"].as_str().unwrap_or("?"),
+        a.mode,
+        a.cpu
+    );
+    println!("token {}", g["token"].as_str().unwrap_or(""));
+
+    let (mut rx_n, mut tx_n, mut drops) = (0u64, 0u64, 0u64);
+    let (mut last_rx, mut last_tx) = (0u64, 0u64);
+    let t0 = Instant::now();
+    let mut next_hb = Instant::now() + hb;
+    let mut next_line = Instant::now() + Duration::from_secs(1);
+    let mut b = Burst::default();
+    let hz = eal::tsc_hz().max(1) as f64;
+    let tsc0 = eal::rdtsc();
+    let mut seq = 0u64;
+    let mut template = vec![0u8; a.len.max(60)];
+    template[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xee]);
+    template[6..12].copy_from_slice(&mac);
+    template[12..14].copy_from_slice(&[0x88, 0xb5]);
+    let mut idle = 0u32;
+    'run: while !stop.load(Ordering::Relaxed) {
+        let mut work = 0;
+        for (rx, tx) in &queues {
+            match a.mode {
+                Mode::Reflect => {
+                    let n = rx.forward_to(tx, |d| {
+                        if d.len() >= 12 {
+                            d.copy_within(6..12, 0);
+                            d[6..12].copy_from_slice(&mac);
+                        }
+                    });
+                    rx_n += n as u64;
+                    tx_n += n as u64;
+                    work += n;
+                }
+                Mode::Sink => {
+                    let n = rx.dequeue(&mut b);
+                    rx_n += n as u64;
+                    work += n;
+                    drop(b.drain());
+                }
+                Mode::Dump => {
+                    if rx.dequeue(&mut b) > 0 {
+                        for m in b.drain() {
+                            let d = m.data();
+                            let s = if d.len() >= 18 {
+                                u32::from_be_bytes([d[14], d[15], d[16], d[17]])
+                            } else {
+                                0
+                            };
+                            println!("frame mbuf=0x{:x} len={} seq={s}", m.addr(), m.len());
+                            rx_n += 1;
+                            if rx_n >= a.count {
+                                break 'run;
+                            }
+                        }
+                        work += 1;
+                    }
+                }
+                Mode::Source => {
+                    // Credit-based pacing from the TSC: no sleeping in the send path.
+                    let due = ((eal::rdtsc() - tsc0) as f64 / hz * a.rate as f64) as u64;
+                    let n = due.saturating_sub(seq).min(vnic_dataplane::BURST as u64);
+                    for _ in 0..n {
+                        template[14..18].copy_from_slice(&(seq as u32).to_be_bytes());
+                        seq += 1;
+                        match pool.alloc_with(&template) {
+                            Some(m) => match tx.enqueue_one(m) {
+                                Ok(()) => tx_n += 1,
+                                Err(_) => drops += 1,
+                            },
+                            None => drops += 1,
+                        }
+                    }
+                    // Anything coming back is counted and freed.
+                    let k = rx.dequeue(&mut b);
+                    rx_n += k as u64;
+                    drop(b.drain());
+                    work += n as usize + k;
+                }
+            }
+        }
+        if work == 0 {
+            idle += 1;
+            if idle > 1000 {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        } else {
+            idle = 0;
+        }
+        let now = Instant::now();
+        if now >= next_hb {
+            next_hb = now + hb;
+            c.heartbeat()?;
+            for p in c.pushes() {
+                match p["op"].as_str() {
+                    Some("DETACHED") | Some("ERROR") => {
+                        eprintln!("vnic-client: vnicd ended the session: {}", p);
+                        return Err(format!("session ended by vnicd: {}", reason(&p)).into());
+                    }
+                    Some("LINK") => eprintln!("vnic-client: link {}", p),
+                    _ => {}
+                }
+            }
+        }
+        if now >= next_line {
+            next_line += Duration::from_secs(1);
+            if !a.quiet {
+                eprintln!(
+                    "[{:>5.1}s] rx {:.3} Mpps tx {:.3} Mpps (total rx {rx_n} tx {tx_n} drops {drops})",
+                    t0.elapsed().as_secs_f64(),
+                    (rx_n - last_rx) as f64 / 1e6,
+                    (tx_n - last_tx) as f64 / 1e6
+                );
+            }
+            last_rx = rx_n;
+            last_tx = tx_n;
+        }
+        if a.duration.is_some_and(|d| t0.elapsed().as_secs_f64() >= d) {
+            break;
+        }
+    }
+    let d = c.detach()?;
+    eprintln!(
+        "vnic-client: detached ({} mbufs drained by vnicd); rx {rx_n} tx {tx_n} drops {drops} in {:.1} s",
+        d["drained"],
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn reason(p: &Value) -> String {
+    p["reason"]
+        .as_str()
+        .or(p["message"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
