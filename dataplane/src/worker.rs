@@ -154,8 +154,10 @@ impl FwdTable {
     }
 }
 
-/// Idle back-off: after `spin` empty loops, sleep 1, 2, 4 … up to `max_sleep_us` µs per empty
-/// loop, so a poller can share a CPU. `max_sleep_us == 0` disables it (production default).
+/// Idle back-off, so a poller can share a CPU: after `spin` empty loops it yields the CPU
+/// (`sched_yield`: whoever shares it, a client say, runs at once), and after `spin` more it sleeps
+/// 1, 2, 4 … up to `max_sleep_us` µs per empty loop. `max_sleep_us == 0` disables it
+/// (production default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdleBackoff {
     pub spin: u32,
@@ -583,6 +585,11 @@ fn serve_client(cl: &InlineClient, c: &VnicCounters, b: &mut Burst) -> u64 {
 }
 
 #[cold]
+fn idle_yield() {
+    std::thread::yield_now();
+}
+
+#[cold]
 fn idle_sleep(us: u32) {
     std::thread::sleep(Duration::from_micros(us as u64));
 }
@@ -640,9 +647,11 @@ fn run(s: &Shared) {
             bump(&s.core.idle_cycles, now.wrapping_sub(last));
             if s.idle.max_sleep_us > 0 {
                 idle_streak = idle_streak.saturating_add(1);
-                if idle_streak > s.idle.spin {
+                if idle_streak > s.idle.spin.saturating_mul(2) {
                     idle_sleep(sleep_us);
                     sleep_us = (sleep_us * 2).min(s.idle.max_sleep_us);
+                } else if idle_streak > s.idle.spin {
+                    idle_yield();
                 }
             }
         }

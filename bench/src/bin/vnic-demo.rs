@@ -1,14 +1,17 @@
 //! `make demo`: vnicd on its embedded config with a real wire. A `dpdk-testpmd` peer plays the
 //! network behind the four VFs (memif servers, io forwarding, loop topology) on CPU 0; vnicd runs
-//! its data core on CPU 1 with an in-core client that reflects every frame back through the client
-//! rings. Traffic is seeded with `start tx_first`, circulates for the run, then everything is
-//! stopped in the safe order and summarised.
+//! its data core on CPU 1. Each vNIC's client is `vnic-client reflect`, a separate process that
+//! logs in over the control socket and works on vnicd's mbufs in shared hugepage memory (CPU 1,
+//! sharing it with the data core by yielding when idle). Without hugepages, or with `--inline`,
+//! the clients run on the data core instead. Traffic is seeded with `start tx_first`, circulates
+//! for the run, then everything is stopped in the safe order and summarised.
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use vnic_bench::procs::Guard;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
+use vnic_control::client::Client;
 use vnic_control::config;
 
 #[derive(Debug, Parser)]
@@ -17,6 +20,9 @@ struct Args {
     /// Seconds of traffic.
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
+    /// Serve the vNICs with in-core clients on the data core instead of vnic-client processes.
+    #[arg(long)]
+    inline: bool,
     /// vnicd binary (default: next to this one).
     #[arg(long)]
     vnicd: Option<PathBuf>,
@@ -84,10 +90,21 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     );
     let mut wire = Testpmd::spawn(&TestpmdOpts::io(0, 1, vdevs.clone(), huge, "loop"))?;
 
-    println!("vnic-demo: starting vnicd (embedded config, in-core reflecting client) on CPU 1");
+    let separate = !args.inline && huge;
+    if !args.inline && !huge {
+        println!("vnic-demo: no hugepages, so clients cannot share vnicd's memory: using in-core clients");
+    }
     let mut cmd = Command::new(&vnicd);
-    cmd.args(["--inline-client", "reflect", "--json-summary"])
-        .stdin(Stdio::null())
+    cmd.arg("--json-summary");
+    if separate {
+        println!("vnic-demo: starting vnicd (embedded config) on CPU 1");
+    } else {
+        println!(
+            "vnic-demo: starting vnicd (embedded config, in-core reflecting clients) on CPU 1"
+        );
+        cmd.args(["--inline-client", "reflect"]);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut vd = Guard::new("vnicd", cmd.spawn()?);
@@ -97,6 +114,28 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     wire.wait_links(&all, Duration::from_secs(20))?;
     if !vd.running() {
         return Err("vnicd exited during start-up".into());
+    }
+    let mut clients = Vec::new();
+    if separate {
+        let vc = vnicd.with_file_name("vnic-client");
+        let ctl = cfg.raw.control_socket.to_string_lossy().into_owned();
+        for v in cfg.vnics() {
+            let mut c = Command::new(&vc);
+            c.args([
+                "reflect", "--vnic", &v.name, "--socket", &ctl, "--cpu", "1", "--quiet",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+            clients.push(Guard::new(format!("vnic-client {}", v.name), c.spawn()?));
+        }
+        wait_attached(&cfg, &mut vd)?;
+        println!(
+            "vnic-demo: {} vnic-client reflect processes attached over {} (pids {:?})",
+            clients.len(),
+            ctl,
+            clients.iter().filter_map(|c| c.pid()).collect::<Vec<_>>()
+        );
     }
     let before = wire.port_stats()?;
     // Seed after both sides are up: a command-line --tx-first would fire into a down link.
@@ -124,6 +163,17 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let secs = t0.elapsed().as_secs_f64();
     let after = wire.port_stats()?;
     std::thread::sleep(Duration::from_millis(200));
+    for c in &mut clients {
+        // Ctrl-C: the client detaches cleanly and exits 0.
+        c.signal(libc::SIGINT);
+        let st = c
+            .wait_timeout(Duration::from_secs(5))
+            .ok_or("a vnic-client did not exit on SIGINT")?;
+        c.child.take();
+        if !st.success() {
+            return Err(format!("{} exited with {st}", c.name).into());
+        }
+    }
     vd.signal(libc::SIGINT);
     let status = vd
         .wait_timeout(Duration::from_secs(15))
@@ -181,6 +231,14 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     );
     println!("  drops             {drops}");
     println!(
+        "  clients           {}",
+        if separate {
+            "vnic-client reflect processes (zero copy, DPDK secondaries)"
+        } else {
+            "in-core reflect on the data core"
+        }
+    );
+    println!(
         "  mempool leak check {}",
         if leaked == 0 {
             "OK: every pool back to full".to_string()
@@ -191,4 +249,28 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let ok = status.success() && leaked == 0 && fwd > 0;
     println!("  result            {}", if ok { "PASS" } else { "FAIL" });
     Ok(ok)
+}
+
+/// Poll vnicd's admin socket until every vNIC is attached.
+fn wait_attached(cfg: &config::Config, vd: &mut Guard) -> Result<(), Box<dyn std::error::Error>> {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if !vd.running() {
+            return Err("vnicd exited while clients attached".into());
+        }
+        if let Ok(mut a) = Client::connect(&cfg.raw.admin_socket) {
+            if let Ok(st) = a.request("STATUS", serde_json::json!({})) {
+                let all = st["vnics"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().all(|v| v["state"] == "attached"));
+                if all {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > end {
+            return Err("the vnic-client processes did not attach within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

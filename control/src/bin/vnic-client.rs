@@ -222,9 +222,13 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         if work == 0 {
+            // Share the CPU when there is nothing to do: yield first (a data core on the same
+            // CPU runs at once), sleep only after a long quiet spell.
             idle += 1;
-            if idle > 1000 {
-                std::thread::sleep(Duration::from_micros(20));
+            if idle > 100_000 {
+                std::thread::sleep(Duration::from_micros(50));
+            } else if idle > 64 {
+                std::thread::yield_now();
             }
         } else {
             idle = 0;
