@@ -19,11 +19,17 @@ use std::time::{Duration, Instant};
 use vnic_bench::procs::Guard;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
 
+mod clientbench;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Scenario {
     Null,
     Memif,
+    /// In-core vs separate-process client on one vNIC.
+    Client,
+    /// ATTACH/DETACH latency.
+    Attach,
     All,
 }
 
@@ -169,10 +175,20 @@ fn run(args: Args) -> Res<()> {
         seconds,
         seed_bursts: args.seed_bursts.clamp(1, 64),
     };
-    let scenarios: Vec<Scenario> = match args.scenario {
-        Scenario::All => vec![Scenario::Null, Scenario::Memif],
+    let all: Vec<Scenario> = match args.scenario {
+        Scenario::All => vec![
+            Scenario::Null,
+            Scenario::Memif,
+            Scenario::Client,
+            Scenario::Attach,
+        ],
         s => vec![s],
     };
+    let scenarios: Vec<Scenario> = all
+        .iter()
+        .copied()
+        .filter(|s| matches!(s, Scenario::Null | Scenario::Memif))
+        .collect();
     let cpu = cpu_model();
     eprintln!(
         "vnic-bench: {:?}, {rounds} rounds x {} devices, {seconds} s windows; CPU {cpu} x{}; DPDK {}; {}",
@@ -217,6 +233,36 @@ fn run(args: Args) -> Res<()> {
         }
         Ok(())
     })();
+    let mut client_json = serde_json::Value::Null;
+    let mut attach_json = serde_json::Value::Null;
+    let result = result.and_then(|()| {
+        if all.contains(&Scenario::Client) {
+            eprintln!("client: in-core reflect vs vnic-client reflect process, {rounds} rounds");
+            let t = clientbench::client_trials(&env.vnicd, &env.dir, rounds, seconds)?;
+            let med = |k: &str| median(&t.iter().filter(|x| x.client == k).map(|x| x.mpps).collect::<Vec<_>>());
+            let (inc, proc_) = (med("in-core"), med("process"));
+            println!();
+            println!("| client | median Mpps (vNIC tx) |");
+            println!("|---|---:|");
+            println!("| in-core reflect on the data core (CPU 1) | {inc:.2} |");
+            println!("| vnic-client reflect process (CPU 0), zero copy | {proc_:.2} |");
+            println!("process / in-core: {:.3}", proc_ / inc);
+            client_json = serde_json::json!({"trials": t, "median_in_core_mpps": inc, "median_process_mpps": proc_, "ratio": proc_ / inc});
+        }
+        if all.contains(&Scenario::Attach) {
+            let cycles = if args.quick { 200 } else { 1000 };
+            eprintln!("attach: {cycles} ATTACH/DETACH cycles");
+            let (a, d) = clientbench::attach_latency(&env.vnicd, &env.dir, cycles)?;
+            println!();
+            println!("| op | samples | p50 µs | p90 µs | p99 µs | max µs |");
+            println!("|---|---:|---:|---:|---:|---:|");
+            for (n, l) in [("ATTACH", &a), ("DETACH", &d)] {
+                println!("| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} |", l.samples, l.p50_us, l.p90_us, l.p99_us, l.max_us);
+            }
+            attach_json = serde_json::json!({"attach": a, "detach": d});
+        }
+        Ok(())
+    });
     let _ = std::fs::remove_dir_all(&dir);
     let incomplete = result.is_err();
     if let Err(e) = &result {
@@ -265,9 +311,11 @@ fn run(args: Args) -> Res<()> {
             });
         }
     }
-    println!();
-    println!("| scenario | device under test | median Mpps | min | max | cycles/pkt | ratio of medians | median per-round ratio | ratio of best |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    if !summaries.is_empty() {
+        println!();
+        println!("| scenario | device under test | median Mpps | min | max | cycles/pkt | ratio of medians | median per-round ratio | ratio of best |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    }
     for s in &summaries {
         println!(
             "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {:.3} | {:.3} |",
@@ -312,6 +360,7 @@ fn run(args: Args) -> Res<()> {
         "cores": {"wire": 0, "dut": 1, "dut_main": 0},
         "rounds": rounds, "seconds": seconds, "seed_bursts": env.seed_bursts,
         "trials": trials, "summary": summaries,
+        "client": client_json, "attach": attach_json,
         "duration_s": started.elapsed().as_secs_f64(),
     });
     let path = args.json.unwrap_or_else(|| {
