@@ -199,7 +199,64 @@ impl Drop for Eal {
                 tracing::warn!("{e}");
             }
         }
+        // A shared-memory primary leaves its hugepage files (which keep the pages allocated) and
+        // runtime directory behind; a secondary must not touch them.
+        let secondary = self.args.iter().any(|a| a.starts_with("--proc-type"));
+        if let (Some(prefix), false) = (file_prefix(&self.args), secondary) {
+            let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+            remove_shared_files(
+                &prefix,
+                &hugetlbfs_dirs(&mounts),
+                std::path::Path::new("/var/run/dpdk"),
+            );
+        }
     }
+}
+
+fn file_prefix(args: &[String]) -> Option<String> {
+    let i = args.iter().position(|a| a == "--file-prefix")?;
+    args.get(i + 1).cloned()
+}
+
+/// Mount points of hugetlbfs in `/proc/mounts` text.
+pub fn hugetlbfs_dirs(mounts: &str) -> Vec<std::path::PathBuf> {
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"hugetlbfs")).then(|| std::path::PathBuf::from(f[1]))
+        })
+        .collect()
+}
+
+/// Remove `<prefix>map_<n>` hugepage files and the `<prefix>` runtime directory. Returns the
+/// number of hugepage files removed.
+pub fn remove_shared_files(
+    prefix: &str,
+    huge_dirs: &[std::path::PathBuf],
+    run_dir: &std::path::Path,
+) -> usize {
+    let mut n = 0;
+    let stem = format!("{prefix}map_");
+    for d in huge_dirs {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let is_ours = name
+                .strip_prefix(&stem)
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
+            if is_ours && std::fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    if !prefix.is_empty() && !prefix.contains('/') && !prefix.contains("..") {
+        let _ = std::fs::remove_dir_all(run_dir.join(prefix));
+    }
+    n
 }
 
 /// TSC frequency in Hz (valid after EAL init).
@@ -313,6 +370,38 @@ mod tests {
         o.log_level = 8;
         let a = eal_args(&o);
         assert_eq!(a[a.len() - 3..], ["--log-level=8", "--vdev", "net_null0"]);
+    }
+
+    #[test]
+    fn shared_memory_files_of_one_prefix_are_removed_and_nothing_else() {
+        let base = std::env::temp_dir().join(format!("vnic-eal-files-{}", std::process::id()));
+        let huge = base.join("huge");
+        let run = base.join("run");
+        std::fs::create_dir_all(&huge).unwrap();
+        std::fs::create_dir_all(run.join("vp")).unwrap();
+        std::fs::create_dir_all(run.join("other")).unwrap();
+        for f in ["vpmap_0", "vpmap_17", "vpmap_x", "vp2map_0", "othermap_1"] {
+            std::fs::write(huge.join(f), b"").unwrap();
+        }
+        std::fs::write(run.join("vp").join("config"), b"").unwrap();
+        assert_eq!(remove_shared_files("vp", std::slice::from_ref(&huge), &run), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&huge)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["othermap_1", "vp2map_0", "vpmap_x"]);
+        assert!(!run.join("vp").exists());
+        assert!(run.join("other").exists());
+        let mounts = "nodev /dev/hugepages hugetlbfs rw 0 0\nnodev /mnt/huge1G hugetlbfs rw,pagesize=1G 0 0\nproc /proc proc rw 0 0\n";
+        assert_eq!(
+            hugetlbfs_dirs(mounts),
+            [
+                std::path::PathBuf::from("/dev/hugepages"),
+                std::path::PathBuf::from("/mnt/huge1G")
+            ]
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
