@@ -384,7 +384,10 @@ mod tests {
             std::fs::write(huge.join(f), b"").unwrap();
         }
         std::fs::write(run.join("vp").join("config"), b"").unwrap();
-        assert_eq!(remove_shared_files("vp", std::slice::from_ref(&huge), &run), 2);
+        assert_eq!(
+            remove_shared_files("vp", std::slice::from_ref(&huge), &run),
+            2
+        );
         let mut left: Vec<String> = std::fs::read_dir(&huge)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
