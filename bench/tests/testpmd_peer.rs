@@ -110,7 +110,12 @@ fn frames_round_trip_through_a_real_testpmd_peer_over_memif() {
     assert_eq!(rx.count(), 0, "no extra frames");
     let v = &app.status().vnics[0];
     assert_eq!(
-        (v.tx_packets, v.rx_packets, v.tx_drops, v.rx_drops),
+        (
+            v.stats.tx_packets,
+            v.stats.rx_packets,
+            v.stats.tx_drops,
+            v.stats.rx_drops
+        ),
         (N as u64, N as u64, 0, 0)
     );
     let ps = peer.port_stats().unwrap();

@@ -209,14 +209,9 @@ pub struct VnicStatus {
     pub data_core: u32,
     pub active_backing: Option<String>,
     pub backing: Vec<BackingStatus>,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub rx_drops: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub tx_drops: u64,
-    pub client_drops: u64,
-    pub spoof_drops: u64,
+    /// Counters summed over data cores (flattened into the JSON).
+    #[serde(flatten)]
+    pub stats: VnicStats,
     pub pool_in_use: u32,
     pub pool_size: u32,
 }
@@ -741,14 +736,7 @@ impl Appliance {
                                 .is_some_and(|l| l.up),
                         })
                         .collect(),
-                    rx_packets: s.rx_packets,
-                    rx_bytes: s.rx_bytes,
-                    rx_drops: s.rx_drops,
-                    tx_packets: s.tx_packets,
-                    tx_bytes: s.tx_bytes,
-                    tx_drops: s.tx_drops,
-                    client_drops: s.client_drops,
-                    spoof_drops: s.spoof_drops,
+                    stats: s,
                     pool_in_use: v.pool.in_use(),
                     pool_size: v.pool.size(),
                 }

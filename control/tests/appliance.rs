@@ -53,7 +53,7 @@ fn traffic_through_an_inline_client_then_teardown_returns_every_mbuf() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.status().vnics[0].tx_packets < 1_000_000 {
+    while app.status().vnics[0].stats.tx_packets < 1_000_000 {
         assert!(Instant::now() < deadline, "{:?}", app.status().vnics[0]);
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -78,6 +78,6 @@ fn a_vnic_whose_every_backing_device_failed_has_no_active_device_and_carries_not
     let v = &app.status().vnics[0];
     assert_eq!(v.active_backing, None);
     assert!(matches!(v.backing[0].state, BackingState::Failed(_)));
-    assert_eq!(v.tx_packets + v.rx_packets, 0);
+    assert_eq!(v.stats.tx_packets + v.stats.rx_packets, 0);
     assert_eq!(app.shutdown().leaked(), 0);
 }

@@ -4,16 +4,11 @@ use std::process::Command;
 use std::time::Duration;
 
 fn vnicctl(fx: &common::Fx, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_vnicctl"))
-        .arg("--socket")
-        .arg(&fx.admin)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
+    common::run(
+        Command::new(env!("CARGO_BIN_EXE_vnicctl"))
+            .arg("--socket")
+            .arg(&fx.admin)
+            .args(args),
     )
 }
 

@@ -29,7 +29,7 @@ pub struct VnicCounters {
 }
 
 /// Plain snapshot of [`VnicCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VnicStats {
     pub rx_packets: u64,
     pub rx_bytes: u64,

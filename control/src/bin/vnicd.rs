@@ -221,10 +221,10 @@ fn status_line(a: &Status, b: &Status, secs: f64, t: Duration) -> String {
             " {}@{}: rx {:.2} tx {:.2} Mpps drop {}/{}",
             y.name,
             y.active_backing.as_deref().unwrap_or("-"),
-            mpps(y.rx_packets - x.rx_packets, secs),
-            mpps(y.tx_packets - x.tx_packets, secs),
-            y.rx_drops - x.rx_drops,
-            y.tx_drops - x.tx_drops,
+            mpps(y.stats.rx_packets - x.stats.rx_packets, secs),
+            mpps(y.stats.tx_packets - x.stats.tx_packets, secs),
+            y.stats.rx_drops - x.stats.rx_drops,
+            y.stats.tx_drops - x.stats.tx_drops,
         );
     }
     for (x, y) in a.cores.iter().zip(&b.cores) {
@@ -248,8 +248,8 @@ fn status_line(a: &Status, b: &Status, secs: f64, t: Duration) -> String {
 fn summary(a: &Status, b: &Status, secs: f64, r: &vnic_control::appliance::ShutdownReport) {
     eprintln!("vnicd summary over {secs:.1} s:");
     for (x, y) in a.vnics.iter().zip(&b.vnics) {
-        let rx = y.rx_packets - x.rx_packets;
-        let tx = y.tx_packets - x.tx_packets;
+        let rx = y.stats.rx_packets - x.stats.rx_packets;
+        let tx = y.stats.tx_packets - x.stats.tx_packets;
         eprintln!(
             "  {}: rx {} pkts ({:.2} Mpps), tx {} pkts ({:.2} Mpps), drops rx {} tx {} client {}",
             y.name,
@@ -257,12 +257,16 @@ fn summary(a: &Status, b: &Status, secs: f64, r: &vnic_control::appliance::Shutd
             mpps(rx, secs),
             tx,
             mpps(tx, secs),
-            y.rx_drops,
-            y.tx_drops,
-            y.client_drops
+            y.stats.rx_drops,
+            y.stats.tx_drops,
+            y.stats.client_drops
         );
     }
-    let total: u64 = b.vnics.iter().map(|v| v.rx_packets + v.tx_packets).sum();
+    let total: u64 = b
+        .vnics
+        .iter()
+        .map(|v| v.stats.rx_packets + v.stats.tx_packets)
+        .sum();
     eprintln!(
         "  moved {} packets in total, VF->client plus client->VF ({:.2} Mpps)",
         total,

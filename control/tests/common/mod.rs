@@ -108,3 +108,13 @@ impl Fx {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Run a command; (exit code, stdout, stderr).
+pub fn run(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let o = cmd.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
