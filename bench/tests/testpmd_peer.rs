@@ -69,7 +69,12 @@ fn frames_round_trip_through_a_real_testpmd_peer_over_memif() {
     assert_eq!(st.vnics[0].active_backing.as_deref(), Some("vf0"));
     assert_eq!(st.vnics[0].backing[0].state, BackingState::Active);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !app.status().vnics[0].backing[0].link_up {
+    // Link state is refreshed by the control thread's health checks; this test is that thread.
+    loop {
+        app.health_tick();
+        if app.status().vnics[0].backing[0].link_up {
+            break;
+        }
         assert!(Instant::now() < deadline, "memif link never came up");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -1,11 +1,14 @@
 //! The running appliance: EAL, per-vNIC mempools and client rings, backing-device ports, data
 //! cores and their forwarding tables. Bring-up and teardown happen here in the safe order.
 use crate::config::{self, BackingConfig, Config, ConfigErrors, LaunchKind, MacAddr};
+use crate::failover::{self, Candidate, Decision, Policy, Reason, SwitchRecord};
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use vnic_dataplane::{
-    eal, mempool, CoreStats, Eal, FwdTable, IdleBackoff, InlineClient, InlineMode, Launch, Mempool,
-    Port, PortConfig, QueueEntry, Ring, VnicSlot, VnicStats, Worker,
+    eal, mempool, Announce, CoreStats, Eal, FwdTable, IdleBackoff, InlineClient, InlineMode,
+    Launch, Mempool, Port, PortConfig, QueueEntry, Ring, VnicSlot, VnicStats, Worker,
 };
 
 /// Rx/tx descriptors per VF queue.
@@ -56,14 +59,32 @@ pub enum BackingState {
     Active,
     /// Started and ready to take over.
     Standby,
-    /// Could not be brought up (reason).
+    /// Not usable (reason): failed to come up, link down, tx stalled, removed.
     Failed(String),
+    /// Taken out of service by the administrator.
+    Disabled,
 }
 
 struct Backing {
     cfg: BackingConfig,
     port: Option<Port>,
     state: BackingState,
+    link_up: bool,
+    /// Since when it has been usable without interruption (for the fail-back hold-down).
+    healthy_since: Option<Instant>,
+    last_failure: Option<String>,
+    /// When to try restarting a failed port next (a memif client redials this way).
+    next_redial: Instant,
+    /// Its link has been up at least once (before that it is still connecting, not failed).
+    ever_up: bool,
+}
+
+impl Backing {
+    fn usable(&self) -> bool {
+        self.port.is_some()
+            && self.link_up
+            && matches!(self.state, BackingState::Active | BackingState::Standby)
+    }
 }
 
 /// Who holds a vNIC's rings.
@@ -173,6 +194,56 @@ struct Vnic {
     epoch: u64,
     /// Re-attach token of the last attachment.
     token: Option<String>,
+    policy: Policy,
+    failovers: u64,
+    last_switch: Option<SwitchRecord>,
+    /// Automatic fail-backs inside the flap window.
+    failbacks: VecDeque<Instant>,
+    flap_suppressed: bool,
+    /// vnicd → device frames (peer announcements), sent by the data core.
+    announce_ring: Arc<Ring>,
+    announce_left: u32,
+    next_announce: Instant,
+    /// Keep the announcer in the table until then (lets the last round drain).
+    announce_until: Option<Instant>,
+    ipv4: Vec<[u8; 4]>,
+    /// tx-stall watch: (tx_packets, tx_drops) at the last check, and since when stalled.
+    tx_seen: (u64, u64),
+    stalled_since: Option<Instant>,
+    last_check: Instant,
+}
+
+/// Something the control thread should tell clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Failover {
+        vnic: String,
+        from: Option<String>,
+        to: String,
+        reason: String,
+    },
+    LinkDown {
+        vnic: String,
+    },
+}
+
+/// Why a failover or an enable/disable request was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FailoverError {
+    #[error("unknown vNIC {0:?}")]
+    UnknownVnic(String),
+    #[error("vNIC {vnic:?} has no backing device {backing:?}")]
+    UnknownBacking { vnic: String, backing: String },
+    #[error("no other operational backing device for vNIC {0:?}")]
+    NoStandby(String),
+    #[error("backing device {0:?} is not operational (failed, disabled, or link down)")]
+    NotOperational(String),
+    #[error("backing device {0:?} is already active")]
+    AlreadyActive(String),
+    #[error("{0:?} is the active device and no other is operational: disabling it would take the vNIC's link down (use force)")]
+    LastDevice(String),
+    #[error("data core did not take the new table: {0}")]
+    Publish(String),
 }
 
 struct Core {
@@ -190,6 +261,7 @@ pub struct BackingStatus {
     #[serde(flatten)]
     pub state: BackingState,
     pub link_up: bool,
+    pub last_failure: Option<String>,
 }
 
 /// Status of a vNIC.
@@ -208,6 +280,12 @@ pub struct VnicStatus {
     pub promisc: bool,
     pub data_core: u32,
     pub active_backing: Option<String>,
+    /// The vNIC's link: up when a backing device carries it.
+    pub link_up: bool,
+    pub failover_count: u64,
+    pub last_switch: Option<SwitchRecord>,
+    /// Fail-back wanted but held back by the flap limit.
+    pub flap_suppressed: bool,
     pub backing: Vec<BackingStatus>,
     /// Counters summed over data cores (flattened into the JSON).
     #[serde(flatten)]
@@ -387,33 +465,55 @@ impl Appliance {
                 .map(|b| {
                     let opened = Port::open(&b.devargs).and_then(|mut p| {
                         p.configure(&port_cfg, &pool)?;
+                        // Hot standby: every device carries the vNIC's MAC before it is needed.
+                        // Many VFs and vdevs refuse (ENOTSUP); then the switch re-points only.
+                        if let Err(e) = p.set_mac(cfg.macs[i].0) {
+                            tracing::debug!(backing = %b.name, "MAC not programmed: {e}");
+                        }
                         p.start()?;
                         Ok(p)
                     });
+                    let now = Instant::now();
                     match opened {
-                        Ok(p) => Backing {
-                            cfg: b.clone(),
-                            port: Some(p),
-                            state: BackingState::Standby,
-                        },
+                        Ok(p) => {
+                            let link_up = p.link().is_ok_and(|l| l.up);
+                            Backing {
+                                cfg: b.clone(),
+                                port: Some(p),
+                                state: BackingState::Standby,
+                                link_up,
+                                healthy_since: link_up.then_some(now),
+                                last_failure: None,
+                                next_redial: now,
+                                ever_up: link_up,
+                            }
+                        }
                         Err(e) => {
                             tracing::error!(vnic = %v.name, backing = %b.name, "backing device failed: {e}");
                             Backing {
                                 cfg: b.clone(),
                                 port: None,
                                 state: BackingState::Failed(e.to_string()),
+                                link_up: false,
+                                healthy_since: None,
+                                last_failure: Some(e.to_string()),
+                                next_redial: now,
+                                ever_up: false,
                             }
                         }
                     }
                 })
                 .collect::<Vec<_>>();
-            // Best priority wins; config order breaks ties.
+            // Best priority wins (config order breaks ties) among devices that came up; a memif
+            // link may still be connecting, so "up" is not required yet: health checks follow.
             let active = backing
                 .iter()
                 .enumerate()
                 .filter(|(_, b)| b.port.is_some())
                 .min_by_key(|(k, b)| (b.cfg.priority, *k))
                 .map(|(k, _)| k);
+            let announce_ring =
+                Ring::new(&format!("{}.ann", v.name), 64, socket).map_err(err("announce ring"))?;
             let mut vn = Vnic {
                 name: v.name.clone(),
                 mac: cfg.macs[i],
@@ -431,6 +531,32 @@ impl Appliance {
                 attach: None,
                 epoch: 0,
                 token: None,
+                policy: Policy {
+                    auto_priority_failover: v.auto_priority_failover,
+                    hold_down: Duration::from_millis(v.hold_down_ms as u64),
+                    flap_limit: v.flap_limit,
+                    flap_window: Duration::from_millis(v.flap_window_ms as u64),
+                    tx_stall: Duration::from_millis(v.tx_stall_ms as u64),
+                    announce_rounds: v.announce_rounds,
+                    announce_interval: Duration::from_millis(v.announce_interval_ms as u64),
+                },
+                failovers: 0,
+                last_switch: None,
+                failbacks: VecDeque::new(),
+                flap_suppressed: false,
+                announce_ring: Arc::new(announce_ring),
+                announce_left: 0,
+                next_announce: Instant::now(),
+                announce_until: None,
+                ipv4: v
+                    .ipv4
+                    .iter()
+                    .filter_map(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+                    .map(|ip| ip.octets())
+                    .collect(),
+                tx_seen: (0, 0),
+                stalled_since: None,
+                last_check: Instant::now(),
             };
             if let Some(a) = active {
                 vn.backing[a].state = BackingState::Active;
@@ -462,19 +588,40 @@ impl Appliance {
     fn publish_core(&mut self, ci: usize) -> Result<u64, vnic_dataplane::Error> {
         let mut queues = Vec::new();
         let mut clients = Vec::new();
+        let mut announce = Vec::new();
+        let now = Instant::now();
         for v in self.vnics.iter().filter(|v| v.core_idx == ci) {
-            let (Some(att), Some(a)) = (v.attach.as_ref(), v.active) else {
+            let Some(a) = v.active else { continue };
+            // A device that is not usable (failed, link down, being restarted) is never polled.
+            if !v.backing[a].usable() {
                 continue;
-            };
+            }
             let Some(port) = v.backing[a].port.as_ref() else {
                 continue;
             };
+            if v.announce_until.is_some_and(|t| t > now) {
+                if let Some(txq) = port.tx_queue(0) {
+                    announce.push(Announce::new(v.announce_ring.clone(), txq));
+                }
+            }
+            let Some(att) = v.attach.as_ref() else {
+                continue;
+            };
             for (q, (rx, tx)) in att.rings.iter().enumerate() {
-                let (Some(rxq), Some(txq)) = (port.rx_queue(q as u16), port.tx_queue(q as u16))
-                else {
+                let q16 = q as u16;
+                let (Some(rxq), Some(txq)) = (port.rx_queue(q16), port.tx_queue(q16)) else {
                     continue;
                 };
                 let mut e = QueueEntry::new(rxq, txq, rx.clone(), tx.clone(), v.slot);
+                // Standby devices are received from too: frames still arriving on the old device
+                // after a switch (before upstream relearns) reach the client.
+                for (k, b) in v.backing.iter().enumerate() {
+                    if k != a && b.state == BackingState::Standby && b.link_up {
+                        if let Some(srx) = b.port.as_ref().and_then(|p| p.rx_queue(q16)) {
+                            e = e.also_rx(srx);
+                        }
+                    }
+                }
                 if !v.allow_spoofing {
                     e = e.with_spoof_check(v.mac.0);
                 }
@@ -490,9 +637,8 @@ impl Appliance {
                 }
             }
         }
-        let g = self.cores[ci]
-            .worker
-            .publish(FwdTable::new(queues, clients))?;
+        let table = FwdTable::new(queues, clients).with_announce(announce);
+        let g = self.cores[ci].worker.publish(table)?;
         self.generation += 1;
         Ok(g)
     }
@@ -540,11 +686,7 @@ impl Appliance {
     /// Link state of a vNIC (its active backing device).
     pub fn link(&self, vnic: &str) -> Result<LinkState, AttachError> {
         let v = &self.vnics[self.vnic_index(vnic)?];
-        let up = v
-            .active
-            .and_then(|a| v.backing[a].port.as_ref())
-            .and_then(|p| p.link().ok())
-            .is_some_and(|l| l.up);
+        let up = v.active.is_some_and(|a| v.backing[a].usable());
         Ok(LinkState {
             up,
             active_backing: v.active.map(|a| v.backing[a].cfg.name.clone()),
@@ -671,6 +813,337 @@ impl Appliance {
         Ok(drained)
     }
 
+    /// Health checks and the arbiter, run by the control thread every few milliseconds: link
+    /// state of every started device, tx progress of the active one, restart of failed memif
+    /// clients, switches, fail-back and peer announcements. Returns what clients should hear.
+    pub fn health_tick(&mut self) -> Vec<Event> {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        let mut dirty = vec![false; self.cores.len()];
+        for i in 0..self.vnics.len() {
+            let stats = self.vnic_stats(i);
+            let v = &mut self.vnics[i];
+            let since_last = now.duration_since(v.last_check);
+            v.last_check = now;
+            let mut changed = false;
+            let active = v.active;
+            // 1. Per-device health.
+            for (k, b) in v.backing.iter_mut().enumerate() {
+                let Some(port) = b.port.as_mut() else {
+                    continue;
+                };
+                let link = match port.link() {
+                    Ok(l) => l.up,
+                    Err(e) => {
+                        if !matches!(b.state, BackingState::Failed(_)) {
+                            b.state = BackingState::Failed(format!("device error: {e}"));
+                            b.last_failure = Some(format!("device error: {e}"));
+                            changed = true;
+                        }
+                        false
+                    }
+                };
+                if link != b.link_up {
+                    b.link_up = link;
+                    b.healthy_since = link.then_some(now);
+                    b.ever_up |= link;
+                    changed = true;
+                }
+                match &b.state {
+                    BackingState::Active | BackingState::Standby if !link && b.ever_up => {
+                        b.state = BackingState::Failed("link down".into());
+                        b.last_failure = Some("link down".into());
+                        changed = true;
+                    }
+                    BackingState::Failed(_) if link => {
+                        // The active device coming back carries on as active (a vNIC whose
+                        // only device recovered); any other rejoins as standby.
+                        b.state = if active == Some(k) {
+                            BackingState::Active
+                        } else {
+                            BackingState::Standby
+                        };
+                        changed = true;
+                    }
+                    BackingState::Failed(_)
+                        if b.cfg.devargs.starts_with("net_memif") && now >= b.next_redial =>
+                    {
+                        // A memif client does not redial a restarted server by itself; a restart
+                        // does. The device is in no table while failed, so no core polls it.
+                        b.next_redial = now + Duration::from_millis(500);
+                        if port.restart().is_ok() {
+                            tracing::debug!(backing = %b.cfg.name, "restarted, waiting for link");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // 2. tx progress of the active device: every burst refused for tx_stall while up.
+            let mut failure: Option<String> = None;
+            if let Some(a) = v.active {
+                if v.backing[a].usable() {
+                    let (p0, d0) = v.tx_seen;
+                    if stats.tx_drops > d0 && stats.tx_packets == p0 {
+                        let t = *v.stalled_since.get_or_insert(now);
+                        if now.duration_since(t) >= v.policy.tx_stall {
+                            let b = &mut v.backing[a];
+                            b.state = BackingState::Failed("tx stalled".into());
+                            b.last_failure = Some("tx stalled".into());
+                            changed = true;
+                        }
+                    } else if stats.tx_packets > p0 {
+                        v.stalled_since = None;
+                    }
+                }
+                if let BackingState::Failed(w) = &v.backing[a].state {
+                    failure = Some(w.clone());
+                }
+            }
+            v.tx_seen = (stats.tx_packets, stats.tx_drops);
+            // 3. The arbiter.
+            while v
+                .failbacks
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > v.policy.flap_window)
+            {
+                v.failbacks.pop_front();
+            }
+            let cands: Vec<Candidate> = v
+                .backing
+                .iter()
+                .map(|b| Candidate {
+                    priority: b.cfg.priority,
+                    usable: b.usable(),
+                    healthy_since: b.healthy_since,
+                })
+                .collect();
+            let decision = failover::decide(
+                &cands,
+                v.active,
+                failure.as_deref(),
+                &v.policy,
+                now,
+                v.failbacks.len(),
+            );
+            v.flap_suppressed = decision == Decision::StaySuppressed;
+            match decision {
+                Decision::Switch { to, reason } => {
+                    if reason == Reason::FailBack {
+                        v.failbacks.push_back(now);
+                    }
+                    let detect = since_last.as_micros() as u64;
+                    let ci = v.core_idx;
+                    if let Some(ev) = self.switch(i, to, reason, detect) {
+                        events.push(ev);
+                    }
+                    dirty[ci] = false; // switch() published already
+                    continue;
+                }
+                // `active` keeps pointing at the failed device so its name stays in status; it
+                // is out of the table because it is not usable.
+                Decision::LinkDown if v.active.is_some() && changed => {
+                    events.push(Event::LinkDown {
+                        vnic: v.name.clone(),
+                    });
+                }
+                _ => {}
+            }
+            // 4. Announcements in flight.
+            let v = &mut self.vnics[i];
+            if v.announce_left > 0 && now >= v.next_announce {
+                v.announce_left -= 1;
+                v.next_announce = now + v.policy.announce_interval;
+                let mut frames = vec![failover::rarp(v.mac.0)];
+                frames.extend(v.ipv4.iter().map(|ip| failover::garp(v.mac.0, *ip)));
+                for f in frames {
+                    if let Some(m) = v.pool.alloc_with(&f) {
+                        let _ = v.announce_ring.enqueue_one(m);
+                    }
+                }
+            }
+            if v.announce_until.is_some_and(|t| now >= t) {
+                v.announce_until = None;
+                changed = true;
+            }
+            if changed {
+                dirty[v.core_idx] = true;
+            }
+        }
+        for (ci, d) in dirty.into_iter().enumerate() {
+            if d {
+                if let Err(e) = self.publish_core(ci) {
+                    tracing::error!(core = ci, "health: cannot publish: {e}");
+                }
+            }
+        }
+        events
+    }
+
+    fn vnic_stats(&self, i: usize) -> VnicStats {
+        let mut s = VnicStats::default();
+        for c in &self.cores {
+            s += c.worker.vnic_stats(self.vnics[i].slot);
+        }
+        s
+    }
+
+    /// Make backing device `to` the active one of vNIC `i`: the old one becomes standby (or stays
+    /// failed), the data core adopts the new table at a burst boundary, and the MAC is announced
+    /// on the new device. Returns the event for clients.
+    fn switch(&mut self, i: usize, to: usize, reason: Reason, detection_us: u64) -> Option<Event> {
+        let t = Instant::now();
+        let v = &mut self.vnics[i];
+        let from = v.active;
+        if let Some(f) = from {
+            if v.backing[f].state == BackingState::Active {
+                v.backing[f].state = BackingState::Standby;
+            }
+        }
+        v.backing[to].state = BackingState::Active;
+        v.active = Some(to);
+        v.failovers += 1;
+        v.epoch += 1;
+        v.stalled_since = None;
+        if v.policy.announce_rounds > 0 {
+            v.announce_left = v.policy.announce_rounds;
+            v.next_announce = t;
+            v.announce_until = Some(
+                t + v.policy.announce_interval * (v.policy.announce_rounds + 1)
+                    + Duration::from_millis(20),
+            );
+        }
+        let ci = v.core_idx;
+        if let Err(e) = self.publish_core(ci) {
+            tracing::error!("failover publish: {e}");
+        }
+        let v = &mut self.vnics[i];
+        let from_name = from.map(|f| v.backing[f].cfg.name.clone());
+        let to_name = v.backing[to].cfg.name.clone();
+        let rec = SwitchRecord {
+            from: from_name.clone(),
+            to: to_name.clone(),
+            reason: reason.to_string(),
+            detection_us,
+            switch_us: t.elapsed().as_micros() as u64,
+            at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        tracing::warn!(vnic = %v.name, from = ?from_name, to = %to_name, %reason, detection_us, switch_us = rec.switch_us, "failover");
+        v.last_switch = Some(rec);
+        Some(Event::Failover {
+            vnic: v.name.clone(),
+            from: from_name,
+            to: to_name,
+            reason: reason.to_string(),
+        })
+    }
+
+    fn backing_index(&self, vnic: &str, backing: &str) -> Result<(usize, usize), FailoverError> {
+        let i = self
+            .vnics
+            .iter()
+            .position(|v| v.name == vnic)
+            .ok_or_else(|| FailoverError::UnknownVnic(vnic.into()))?;
+        let k = self.vnics[i]
+            .backing
+            .iter()
+            .position(|b| b.cfg.name == backing)
+            .ok_or_else(|| FailoverError::UnknownBacking {
+                vnic: vnic.into(),
+                backing: backing.into(),
+            })?;
+        Ok((i, k))
+    }
+
+    /// Planned switch (make-before-break): to `to`, or to the best other operational device.
+    /// Frames still arriving on the old device keep being received, so nothing is lost.
+    pub fn failover(
+        &mut self,
+        vnic: &str,
+        to: Option<&str>,
+        why: &str,
+    ) -> Result<Event, FailoverError> {
+        let i = self
+            .vnics
+            .iter()
+            .position(|v| v.name == vnic)
+            .ok_or_else(|| FailoverError::UnknownVnic(vnic.into()))?;
+        let target = match to {
+            Some(b) => {
+                let (_, k) = self.backing_index(vnic, b)?;
+                let v = &self.vnics[i];
+                if v.active == Some(k) {
+                    return Err(FailoverError::AlreadyActive(b.into()));
+                }
+                if !v.backing[k].usable() {
+                    return Err(FailoverError::NotOperational(b.into()));
+                }
+                k
+            }
+            None => {
+                let v = &self.vnics[i];
+                let c: Vec<Candidate> = v
+                    .backing
+                    .iter()
+                    .map(|b| Candidate {
+                        priority: b.cfg.priority,
+                        usable: b.usable(),
+                        healthy_since: b.healthy_since,
+                    })
+                    .collect();
+                failover::best(&c, v.active).ok_or_else(|| FailoverError::NoStandby(vnic.into()))?
+            }
+        };
+        self.switch(i, target, Reason::Planned(why.into()), 0)
+            .ok_or_else(|| FailoverError::Publish("switch failed".into()))
+    }
+
+    /// Take a backing device out of service (switching away first if it is active), or put it
+    /// back (it becomes standby, or failed until its link is up).
+    pub fn set_backing_enabled(
+        &mut self,
+        vnic: &str,
+        backing: &str,
+        enabled: bool,
+        force: bool,
+    ) -> Result<Option<Event>, FailoverError> {
+        let (i, k) = self.backing_index(vnic, backing)?;
+        let mut ev = None;
+        if enabled {
+            let b = &mut self.vnics[i].backing[k];
+            if b.state == BackingState::Disabled {
+                b.state = if b.port.is_some() {
+                    BackingState::Standby
+                } else {
+                    BackingState::Failed("not started".into())
+                };
+                b.healthy_since = b.link_up.then_some(Instant::now());
+            }
+        } else {
+            if self.vnics[i].active == Some(k) {
+                match self.failover(
+                    vnic,
+                    None,
+                    &format!("{backing} disabled by the administrator"),
+                ) {
+                    Ok(e) => ev = Some(e),
+                    Err(FailoverError::NoStandby(_)) if force => {}
+                    Err(FailoverError::NoStandby(_)) => {
+                        return Err(FailoverError::LastDevice(backing.into()))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            self.vnics[i].backing[k].state = BackingState::Disabled;
+        }
+        let ci = self.vnics[i].core_idx;
+        self.publish_core(ci)
+            .map_err(|e| FailoverError::Publish(e.to_string()))?;
+        Ok(ev)
+    }
+
     /// Names of all vNICs.
     pub fn vnic_names(&self) -> Vec<String> {
         self.vnics.iter().map(|v| v.name.clone()).collect()
@@ -720,6 +1193,10 @@ impl Appliance {
                     promisc: v.attach.as_ref().is_some_and(|a| a.promisc),
                     data_core: self.cores[v.core_idx].core,
                     active_backing: v.active.map(|a| v.backing[a].cfg.name.clone()),
+                    link_up: v.active.is_some_and(|a| v.backing[a].usable()),
+                    failover_count: v.failovers,
+                    last_switch: v.last_switch.clone(),
+                    flap_suppressed: v.flap_suppressed,
                     backing: v
                         .backing
                         .iter()
@@ -729,11 +1206,8 @@ impl Appliance {
                             priority: b.cfg.priority,
                             port_label: b.cfg.port_label.clone(),
                             state: b.state.clone(),
-                            link_up: b
-                                .port
-                                .as_ref()
-                                .and_then(|p| p.link().ok())
-                                .is_some_and(|l| l.up),
+                            link_up: b.link_up,
+                            last_failure: b.last_failure.clone(),
                         })
                         .collect(),
                     stats: s,

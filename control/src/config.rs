@@ -184,10 +184,58 @@ pub struct VnicConfig {
     /// Let the client send frames with any source MAC (default: drop and count them).
     #[serde(default)]
     pub allow_spoofing: bool,
+    /// Return to a better-priority device once it has been healthy for `hold_down_ms`.
+    #[serde(default = "default_true")]
+    pub auto_priority_failover: bool,
+    /// Healthy time before an automatic fail-back (0..=600000 ms, default 2000).
+    #[serde(default = "default_hold_down")]
+    pub hold_down_ms: u32,
+    /// At most this many automatic fail-backs per `flap_window_ms` (1..=1000, default 3); then
+    /// the vNIC stays put and reports it.
+    #[serde(default = "default_flap_limit")]
+    pub flap_limit: u32,
+    /// Window of the flap limit (1000..=3600000 ms, default 60000).
+    #[serde(default = "default_flap_window")]
+    pub flap_window_ms: u32,
+    /// The active device has failed when its tx queue refuses every burst for this long while
+    /// its link is up (1..=60000 ms, default 100).
+    #[serde(default = "default_tx_stall")]
+    pub tx_stall_ms: u32,
+    /// Peer announcements after a switch: RARP, plus gratuitous ARP for each of `ipv4`
+    /// (0..=10 rounds, default 3).
+    #[serde(default = "default_announce_rounds")]
+    pub announce_rounds: u32,
+    /// Gap between announcement rounds (1..=10000 ms, default 50).
+    #[serde(default = "default_announce_interval")]
+    pub announce_interval_ms: u32,
+    /// The client's IPv4 addresses, for gratuitous ARP after a switch.
+    #[serde(default)]
+    pub ipv4: Vec<String>,
 }
 
 fn default_uids() -> Vec<u32> {
     vec![0]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_hold_down() -> u32 {
+    2000
+}
+fn default_flap_limit() -> u32 {
+    3
+}
+fn default_flap_window() -> u32 {
+    60_000
+}
+fn default_tx_stall() -> u32 {
+    100
+}
+fn default_announce_rounds() -> u32 {
+    3
+}
+fn default_announce_interval() -> u32 {
+    50
 }
 
 fn default_mtu() -> u32 {

@@ -5,5 +5,6 @@
 pub mod appliance;
 pub mod client;
 pub mod config;
+pub mod failover;
 pub mod proto;
 pub mod server;

@@ -31,6 +31,9 @@ pub enum Code {
     StaleEpoch,
     BadToken,
     NotSupported,
+    NoStandby,
+    UnknownBacking,
+    NotOperational,
     Internal,
 }
 
@@ -54,6 +57,9 @@ impl Code {
             Code::StaleEpoch => "stale_epoch",
             Code::BadToken => "bad_token",
             Code::NotSupported => "not_supported",
+            Code::NoStandby => "no_standby",
+            Code::UnknownBacking => "unknown_backing",
+            Code::NotOperational => "not_operational",
             Code::Internal => "internal",
         }
     }
@@ -103,6 +109,26 @@ pub struct RequestFailover {
     pub reason: String,
 }
 
+/// Admin FAILOVER fields.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFailover {
+    pub vnic: String,
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// Admin BACKING fields (enable/disable a backing device).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminBacking {
+    pub vnic: String,
+    pub backing: String,
+    pub enabled: bool,
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// `{"vnic": ...}` for admin ops.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +150,8 @@ pub enum Op {
     Stats,
     Show(VnicArg),
     AdminDetach(VnicArg),
+    AdminFailover(AdminFailover),
+    AdminBacking(AdminBacking),
 }
 
 /// A request with its envelope.
@@ -233,6 +261,8 @@ pub fn parse(line: &[u8], admin: bool) -> Result<Request, (u64, ProtoError)> {
         ("STATS", true) => empty("STATS", &m).map(|_| Op::Stats).map_err(|e| (id, e))?,
         ("SHOW", true) => Op::Show(fields("SHOW", m).map_err(|e| (id, e))?),
         ("DETACH", true) => Op::AdminDetach(fields("DETACH", m).map_err(|e| (id, e))?),
+        ("FAILOVER", true) => Op::AdminFailover(fields("FAILOVER", m).map_err(|e| (id, e))?),
+        ("BACKING", true) => Op::AdminBacking(fields("BACKING", m).map_err(|e| (id, e))?),
         (other, _) => {
             return Err(fail(
                 Code::UnknownOp,

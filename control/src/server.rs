@@ -2,7 +2,7 @@
 //! the admin socket. Connection threads only read and frame lines; every decision and every
 //! change to the appliance happens on the control thread in [`Server::poll`], so the appliance
 //! needs no lock.
-use crate::appliance::{Appliance, AttachError, AttachRequest, Owner};
+use crate::appliance::{Appliance, AttachError, AttachRequest, Event, FailoverError, Owner};
 use crate::config::{self, Config};
 use crate::proto::{self, Code, Op, ProtoError, Request};
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError, Sender};
@@ -28,7 +28,7 @@ enum Kind {
     Admin,
 }
 
-enum Event {
+enum ConnEvent {
     Accepted {
         id: u64,
         kind: Kind,
@@ -78,7 +78,7 @@ pub enum ServerError {
 
 /// The control and admin sockets.
 pub struct Server {
-    events: Receiver<Event>,
+    events: Receiver<ConnEvent>,
     conns: HashMap<u64, Conn>,
     heartbeat: Duration,
     admin_uids: Vec<u32>,
@@ -86,6 +86,8 @@ pub struct Server {
     last_links: HashMap<String, (bool, Option<String>)>,
     next_link_check: Instant,
     next_server_heartbeat: Instant,
+    /// Events from request handlers, pushed to clients at the end of the poll.
+    pending: Vec<Event>,
 }
 
 fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, ServerError> {
@@ -127,7 +129,7 @@ fn peer_creds(s: &UnixStream) -> Creds {
     }
 }
 
-fn reader(id: u64, stream: UnixStream, tx: Sender<Event>) {
+fn reader(id: u64, stream: UnixStream, tx: Sender<ConnEvent>) {
     let mut r = BufReader::new(stream);
     let mut buf = Vec::with_capacity(512);
     loop {
@@ -147,7 +149,7 @@ fn reader(id: u64, stream: UnixStream, tx: Sender<Event>) {
                 let mut chunk = Vec::new();
                 match (&mut r).take(64 * 1024).read_until(b'\n', &mut chunk) {
                     Ok(0) | Err(_) => {
-                        let _ = tx.send(Event::Closed { id });
+                        let _ = tx.send(ConnEvent::Closed { id });
                         return;
                     }
                     Ok(k) => {
@@ -158,7 +160,7 @@ fn reader(id: u64, stream: UnixStream, tx: Sender<Event>) {
                     }
                 }
             }
-            if tx.send(Event::TooLarge { id, len: skipped }).is_err() {
+            if tx.send(ConnEvent::TooLarge { id, len: skipped }).is_err() {
                 return;
             }
             continue;
@@ -170,7 +172,7 @@ fn reader(id: u64, stream: UnixStream, tx: Sender<Event>) {
             continue;
         }
         if tx
-            .send(Event::Line {
+            .send(ConnEvent::Line {
                 id,
                 line: buf.clone(),
             })
@@ -179,10 +181,10 @@ fn reader(id: u64, stream: UnixStream, tx: Sender<Event>) {
             return;
         }
     }
-    let _ = tx.send(Event::Closed { id });
+    let _ = tx.send(ConnEvent::Closed { id });
 }
 
-fn acceptor(l: UnixListener, kind: Kind, tx: Sender<Event>, base: u64) {
+fn acceptor(l: UnixListener, kind: Kind, tx: Sender<ConnEvent>, base: u64) {
     let mut n = 0u64;
     for s in l.incoming() {
         let Ok(stream) = s else { continue };
@@ -195,7 +197,7 @@ fn acceptor(l: UnixListener, kind: Kind, tx: Sender<Event>, base: u64) {
         // Writes come from the control thread; a client that stops reading must not stall it.
         let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
         if tx
-            .send(Event::Accepted {
+            .send(ConnEvent::Accepted {
                 id,
                 kind,
                 stream,
@@ -209,6 +211,29 @@ fn acceptor(l: UnixListener, kind: Kind, tx: Sender<Event>, base: u64) {
         let _ = std::thread::Builder::new()
             .name(format!("vnic-conn{id}"))
             .spawn(move || reader(id, read_half, tx2));
+    }
+}
+
+fn failover_error(e: FailoverError) -> ProtoError {
+    let code = match &e {
+        FailoverError::UnknownVnic(_) => Code::UnknownVnic,
+        FailoverError::UnknownBacking { .. } => Code::UnknownBacking,
+        FailoverError::NoStandby(_) | FailoverError::LastDevice(_) => Code::NoStandby,
+        FailoverError::NotOperational(_) | FailoverError::AlreadyActive(_) => Code::NotOperational,
+        FailoverError::Publish(_) => Code::Internal,
+    };
+    ProtoError::new(code, e.to_string())
+}
+
+fn event_body(e: &Event) -> Value {
+    match e {
+        Event::Failover {
+            vnic,
+            from,
+            to,
+            reason,
+        } => json!({"vnic": vnic, "from": from, "to": to, "reason": reason}),
+        Event::LinkDown { vnic } => json!({"vnic": vnic, "up": false}),
     }
 }
 
@@ -245,6 +270,7 @@ impl Server {
             last_links: HashMap::new(),
             next_link_check: Instant::now(),
             next_server_heartbeat: Instant::now(),
+            pending: Vec::new(),
         })
     }
 
@@ -263,7 +289,29 @@ impl Server {
                 }
             }
         }
+        let mut events = std::mem::take(&mut self.pending);
+        events.extend(app.health_tick());
+        self.push_events(app, events);
         self.periodic(app);
+    }
+
+    /// Tell attached clients about failovers (LINK follows from the link check).
+    fn push_events(&mut self, app: &Appliance, events: Vec<Event>) {
+        for ev in events {
+            let Event::Failover { vnic, .. } = &ev else {
+                continue;
+            };
+            let ids: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| matches!(&c.session, Session::Attached { vnic: v } if v == vnic))
+                .map(|(i, _)| *i)
+                .collect();
+            let epoch = app.vnic_epoch(vnic).map(|e| e.0).unwrap_or(0);
+            for id in ids {
+                self.send(id, &proto::reply("FAILOVER", 0, epoch, event_body(&ev)));
+            }
+        }
     }
 
     fn send(&mut self, id: u64, msg: &Value) {
@@ -278,9 +326,9 @@ impl Server {
         }
     }
 
-    fn event(&mut self, app: &mut Appliance, ev: Event) {
+    fn event(&mut self, app: &mut Appliance, ev: ConnEvent) {
         match ev {
-            Event::Accepted {
+            ConnEvent::Accepted {
                 id,
                 kind,
                 stream,
@@ -306,8 +354,8 @@ impl Server {
                     self.close(app, id, "admin credentials");
                 }
             }
-            Event::Closed { id } => self.close(app, id, "socket closed"),
-            Event::TooLarge { id, len } => {
+            ConnEvent::Closed { id } => self.close(app, id, "socket closed"),
+            ConnEvent::TooLarge { id, len } => {
                 let epoch = self.epoch_of(app, id);
                 let e = ProtoError::new(
                     Code::TooLarge,
@@ -315,7 +363,7 @@ impl Server {
                 );
                 self.send(id, &proto::error(0, epoch, &e));
             }
-            Event::Line { id, line } => {
+            ConnEvent::Line { id, line } => {
                 let Some(c) = self.conns.get_mut(&id) else {
                     return;
                 };
@@ -492,11 +540,31 @@ impl Server {
                 tracing::info!(vnic, drained, "detached by the client");
                 Ok(("DETACHED", json!({"drained": drained})))
             }
-            (Op::RequestFailover(_), _) => Err(ProtoError::new(
-                Code::NotSupported,
-                "failover between backing devices is not implemented in this version",
-            )),
-            (Op::Status | Op::Stats | Op::Show(_) | Op::AdminDetach(_), _) => Err(ProtoError::new(
+            (Op::RequestFailover(_), Session::Hello { .. }) => {
+                Err(ProtoError::new(Code::NotAttached, "attach first"))
+            }
+            (Op::RequestFailover(r), Session::Attached { vnic }) => {
+                let vnic = vnic.clone();
+                let ev = app
+                    .failover(
+                        &vnic,
+                        None,
+                        &format!("requested by the client: {}", r.reason),
+                    )
+                    .map_err(failover_error)?;
+                let body = event_body(&ev);
+                self.pending.push(ev);
+                Ok(("FAILOVER", body))
+            }
+            (
+                Op::Status
+                | Op::Stats
+                | Op::Show(_)
+                | Op::AdminDetach(_)
+                | Op::AdminFailover(_)
+                | Op::AdminBacking(_),
+                _,
+            ) => Err(ProtoError::new(
                 Code::UnknownOp,
                 "admin op on the control socket",
             )),
@@ -525,6 +593,24 @@ impl Server {
                 .ok_or_else(|| {
                     ProtoError::new(Code::UnknownVnic, format!("unknown vNIC {:?}", a.vnic))
                 }),
+            Op::AdminFailover(f) => {
+                let ev = app
+                    .failover(&f.vnic, f.to.as_deref(), "requested by the administrator")
+                    .map_err(failover_error)?;
+                let body = event_body(&ev);
+                self.pending.push(ev);
+                Ok(("FAILOVER", body))
+            }
+            Op::AdminBacking(b) => {
+                let ev = app
+                    .set_backing_enabled(&b.vnic, &b.backing, b.enabled, b.force)
+                    .map_err(failover_error)?;
+                let body = json!({"vnic": b.vnic, "backing": b.backing, "enabled": b.enabled, "failover": ev.as_ref().map(event_body)});
+                if let Some(ev) = ev {
+                    self.pending.push(ev);
+                }
+                Ok(("BACKING", body))
+            }
             Op::AdminDetach(a) => {
                 let (_, owner, _) = app
                     .vnic_epoch(&a.vnic)
@@ -626,7 +712,7 @@ impl Server {
         }
         // Link changes of attached vNICs are pushed.
         if now >= self.next_link_check {
-            self.next_link_check = now + Duration::from_millis(100);
+            self.next_link_check = now + Duration::from_millis(10);
             let attached: Vec<(u64, String)> = self
                 .conns
                 .iter()

@@ -208,11 +208,14 @@ fn every_bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(fx.vnic("vnic0")["state"], "detached");
     assert_eq!(
         refused(c.request("REQUEST_FAILOVER", json!({"reason": "test"}))).0,
-        "not_supported"
+        "not_attached"
     );
     // A second client cannot take an attached vNIC.
     c.attach(1, 256, 1500, false).unwrap();
     let epoch = c.epoch;
+    // One backing device only: nothing to fail over to.
+    let (code, msg) = refused(c.request("REQUEST_FAILOVER", json!({"reason": "test"})));
+    assert_eq!(code, "no_standby", "{msg}");
     let mut other = fx.client();
     assert_eq!(refused(other.hello("vnic0", None)).0, "busy");
     assert_eq!(refused(c.attach(1, 256, 1500, false)).0, "already_attached");

@@ -23,7 +23,7 @@ pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortId, PortStats, RxQueue, TxQueue};
 pub use ring::Ring;
 pub use worker::{
-    FwdTable, IdleBackoff, InlineClient, InlineMode, Launch, QueueEntry, VnicSlot, Worker,
+    Announce, FwdTable, IdleBackoff, InlineClient, InlineMode, Launch, QueueEntry, VnicSlot, Worker,
 };
 
 /// The socket id for allocations on the caller's NUMA node.

@@ -335,6 +335,25 @@ impl Port {
         Ok(a.addr_bytes)
     }
 
+    /// Program `mac` as the port's address (hot standby: every backing device of a vNIC carries
+    /// its MAC before it is needed). Devices that cannot change it return ENOTSUP.
+    pub fn set_mac(&self, mac: [u8; 6]) -> Result<()> {
+        let mut a = dpdk_sys::rte_ether_addr { addr_bytes: mac };
+        // SAFETY: valid port and address.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_default_mac_addr_set(self.id.0, &mut a) };
+        check(
+            "rte_eth_dev_default_mac_addr_set",
+            || self.name.clone(),
+            ret,
+        )
+    }
+
+    /// Restart a stopped-or-broken port (a memif client redials its server this way).
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = self.stop();
+        self.start()
+    }
+
     /// Rx queue `q`, if configured.
     pub fn rx_queue(&self, q: u16) -> Option<RxQueue> {
         (q < self.queues).then_some(RxQueue {

@@ -19,9 +19,12 @@ use std::time::{Duration, Instant};
 pub struct VnicSlot(pub u32);
 
 /// One vNIC queue as the data core sees it: VF rx → `to_client`, `from_client` → VF tx.
+/// It receives from every operational backing device (so frames still arriving on the old device
+/// after a switch reach the client) and transmits on the active one.
 #[derive(Debug, Clone)]
 pub struct QueueEntry {
     rx: RxQueue,
+    also_rx: Vec<RxQueue>,
     tx: TxQueue,
     // Raw pointers cached for the hot loop; the Arcs below keep the rings alive as long as any
     // table that names them (tables are freed on the control thread after the grace period).
@@ -45,6 +48,7 @@ impl QueueEntry {
     ) -> Self {
         QueueEntry {
             rx,
+            also_rx: Vec::new(),
             tx,
             to_client_raw: to_client.as_ptr(),
             from_client_raw: from_client.as_ptr(),
@@ -53,6 +57,11 @@ impl QueueEntry {
             slot,
             spoof_mac: None,
         }
+    }
+    /// Also receive from `rx` (a standby backing device's queue).
+    pub fn also_rx(mut self, rx: RxQueue) -> Self {
+        self.also_rx.push(rx);
+        self
     }
     /// Drop (and count) client tx frames whose source MAC is not `mac`.
     pub fn with_spoof_check(mut self, mac: [u8; 6]) -> Self {
@@ -127,6 +136,28 @@ pub struct FwdTable {
     generation: u64,
     queues: Vec<QueueEntry>,
     clients: Vec<InlineClient>,
+    announce: Vec<Announce>,
+}
+
+/// Frames the control thread queued for a device (peer announcements after a switch). Present
+/// in a table only while an announcement is in flight, so it costs nothing otherwise. The data
+/// core sends them because it is the only thread that may use the device's tx queue.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    ring_raw: *mut dpdk_sys::rte_ring,
+    _ring: Arc<Ring>,
+    tx: TxQueue,
+}
+
+impl Announce {
+    /// Send what the control thread enqueues on `ring` out of `tx`.
+    pub fn new(ring: Arc<Ring>, tx: TxQueue) -> Self {
+        Announce {
+            ring_raw: ring.as_ptr(),
+            _ring: ring,
+            tx,
+        }
+    }
 }
 
 // SAFETY: the raw ring pointers are owned by the Arcs held alongside; a table is read by one data
@@ -142,7 +173,13 @@ impl FwdTable {
             generation: 0,
             queues,
             clients,
+            announce: Vec::new(),
         }
+    }
+    /// Add announcement senders.
+    pub fn with_announce(mut self, a: Vec<Announce>) -> Self {
+        self.announce = a;
+        self
     }
     /// Generation assigned at publish time.
     pub fn generation(&self) -> u64 {
@@ -485,7 +522,16 @@ fn ring_dequeue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> usize {
 /// VF rx burst → client rx ring; returns packets moved.
 #[inline(always)]
 fn forward_rx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
-    let n = q.rx.rx_burst(b);
+    let mut m = rx_one(q, q.rx, c, b);
+    for &rx in &q.also_rx {
+        m += rx_one(q, rx, c, b);
+    }
+    m
+}
+
+#[inline(always)]
+fn rx_one(q: &QueueEntry, rx: RxQueue, c: &VnicCounters, b: &mut Burst) -> u64 {
+    let n = rx.rx_burst(b);
     if n == 0 {
         return 0;
     }
@@ -633,6 +679,11 @@ fn run(s: &Shared) {
             let m = forward_tx(q, &vnics[q.slot.0 as usize], &mut b);
             bursts += (m > 0) as u64;
             moved += m;
+        }
+        for a in &t.announce {
+            if ring_dequeue(a.ring_raw, &mut b) > 0 {
+                a.tx.tx_burst(&mut b);
+            }
         }
         let now = rdtsc();
         bump(&s.core.loops, 1);

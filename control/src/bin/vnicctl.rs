@@ -30,6 +30,23 @@ enum Cmd {
     Show { vnic: String },
     /// Detach a vNIC's client (it is told), drain its rings and return its mbufs.
     Detach { vnic: String },
+    /// Planned switch to another backing device (make-before-break: nothing is lost).
+    Failover {
+        vnic: String,
+        /// Target backing device (default: the best other operational one).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Take a backing device out of service or put it back.
+    Backing {
+        #[arg(value_parser = ["enable", "disable"])]
+        action: String,
+        vnic: String,
+        backing: String,
+        /// Disable even the last operational device (the vNIC's link goes down).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +76,16 @@ fn run(a: &Args) -> Result<(), ClientError> {
         Cmd::Stats => ("STATS", json!({})),
         Cmd::Show { vnic } => ("SHOW", json!({"vnic": vnic})),
         Cmd::Detach { vnic } => ("DETACH", json!({"vnic": vnic})),
+        Cmd::Failover { vnic, to } => ("FAILOVER", json!({"vnic": vnic, "to": to})),
+        Cmd::Backing {
+            action,
+            vnic,
+            backing,
+            force,
+        } => (
+            "BACKING",
+            json!({"vnic": vnic, "backing": backing, "enabled": action == "enable", "force": force}),
+        ),
     };
     let mut r = c.request(op, fields)?;
     if a.json {
@@ -136,6 +163,26 @@ fn run(a: &Args) -> Result<(), ClientError> {
                 v["pool_in_use"], v["pool_size"]
             );
             println!(
+                "  link {}  failovers {}{}",
+                if v["link_up"] == true { "up" } else { "down" },
+                v["failover_count"],
+                if v["flap_suppressed"] == true {
+                    "  (fail-back held back by the flap limit)"
+                } else {
+                    ""
+                }
+            );
+            if let Some(l) = v["last_switch"].as_object() {
+                println!(
+                    "  last switch: {} -> {} ({}), detection {} us, switch {} us",
+                    s(&l["from"]),
+                    s(&l["to"]),
+                    s(&l["reason"]),
+                    l["detection_us"],
+                    l["switch_us"]
+                );
+            }
+            println!(
                 "  {:<16} {:>4} {:<9} {:<5} {:<16} DEVARGS",
                 "BACKING", "PRIO", "STATE", "LINK", "PORT"
             );
@@ -159,6 +206,29 @@ fn run(a: &Args) -> Result<(), ClientError> {
             "{vnic}: detached, {} mbufs drained from its rings",
             r["drained"]
         ),
+        Cmd::Failover { vnic, .. } => println!(
+            "{vnic}: {} -> {} ({})",
+            s(&r["from"]),
+            s(&r["to"]),
+            s(&r["reason"])
+        ),
+        Cmd::Backing {
+            action,
+            vnic,
+            backing,
+            ..
+        } => {
+            println!("{vnic}/{backing}: {action}d");
+            if r["failover"].is_object() {
+                let f = &r["failover"];
+                println!(
+                    "{vnic}: {} -> {} ({})",
+                    s(&f["from"]),
+                    s(&f["to"]),
+                    s(&f["reason"])
+                );
+            }
+        }
     }
     Ok(())
 }

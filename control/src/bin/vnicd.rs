@@ -177,7 +177,7 @@ fn main() -> ExitCode {
             next += interval;
         }
         // The control thread's work: client sessions, admin requests, heartbeats, link pushes.
-        server.poll(&mut app, Duration::from_millis(20));
+        server.poll(&mut app, Duration::from_millis(1));
     }
     drop(server);
     let fin = app.status();
@@ -203,6 +203,7 @@ fn state_word(s: &vnic_control::appliance::BackingState) -> String {
         vnic_control::appliance::BackingState::Active => "active".into(),
         vnic_control::appliance::BackingState::Standby => "standby".into(),
         vnic_control::appliance::BackingState::Failed(r) => format!("failed: {r}"),
+        vnic_control::appliance::BackingState::Disabled => "disabled".into(),
     }
 }
 
