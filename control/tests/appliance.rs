@@ -60,10 +60,7 @@ fn traffic_through_an_inline_client_then_teardown_returns_every_mbuf() {
     let s = app.status();
     assert!(s.cores[0].table_generation >= 1);
     assert_eq!(s.generation, 1);
-    assert!(
-        s.vnics[0].pool_in_use > 0,
-        "mbufs are out while traffic runs"
-    );
+    // (No in-use assertion here: between bursts every mbuf can sit in a mempool cache.)
     let r = app.shutdown();
     assert_eq!(r.leaked(), 0, "{r:?}");
     assert_eq!(r.pools.len(), 1);
