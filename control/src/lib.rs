@@ -7,4 +7,5 @@ pub mod client;
 pub mod config;
 pub mod failover;
 pub mod proto;
+pub mod runner;
 pub mod server;

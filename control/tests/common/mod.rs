@@ -3,21 +3,16 @@
 #![allow(dead_code)]
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-use vnic_control::appliance::Appliance;
+use std::time::Duration;
 use vnic_control::client::Client;
 use vnic_control::config;
-use vnic_control::server::Server;
+use vnic_control::runner::Running;
 
 pub struct Fx {
     pub dir: PathBuf,
     pub ctl: PathBuf,
     pub admin: PathBuf,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Appliance>>,
+    run: Running,
 }
 
 /// vnic0 and vnic1 are open to root; vnic2 only to uid 4242. Backing devices are `net_ring`
@@ -46,64 +41,31 @@ pub fn start_with(heartbeat_ms: u32, edit: impl FnOnce(&mut Value)) -> Fx {
     });
     edit(&mut j);
     let cfg = config::parse(&j.to_string()).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let s2 = stop.clone();
-    let handle = std::thread::spawn(move || {
-        let mut app = Appliance::start(cfg, &Default::default()).expect("appliance");
-        let mut server = Server::start(app.config()).expect("server");
-        tx.send(()).unwrap();
-        while !s2.load(Ordering::Relaxed) {
-            server.poll(&mut app, Duration::from_millis(5));
-        }
-        drop(server);
-        app
-    });
-    rx.recv_timeout(Duration::from_secs(20)).expect("vnicd up");
+    let run = Running::start(cfg, Default::default()).expect("vnicd up");
     Fx {
         dir,
         ctl,
         admin,
-        stop,
-        handle: Some(handle),
+        run,
     }
 }
 
 impl Fx {
     pub fn client(&self) -> Client {
-        Client::connect(&self.ctl).unwrap()
+        self.run.client()
     }
     pub fn status(&self) -> Value {
-        let mut a = Client::connect(&self.admin).unwrap();
-        a.request("STATUS", json!({})).unwrap()
+        self.run.status()
     }
     pub fn vnic(&self, name: &str) -> Value {
-        let st = self.status();
-        st["vnics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap()
-            .clone()
+        self.run.vnic(name)
     }
     pub fn wait_state(&self, name: &str, state: &str, within: Duration) -> Duration {
-        let t = Instant::now();
-        while self.vnic(name)["state"] != state {
-            assert!(
-                t.elapsed() < within,
-                "{name} not {state} within {within:?}: {}",
-                self.vnic(name)
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        t.elapsed()
+        self.run.wait_state(name, state, within)
     }
     /// Stop the control thread, tear down, and check that nothing leaked.
-    pub fn finish(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let app = self.handle.take().unwrap().join().unwrap();
-        let r = app.shutdown();
+    pub fn finish(self) {
+        let r = self.run.finish();
         assert_eq!(r.leaked(), 0, "{r:?}");
         let _ = std::fs::remove_dir_all(&self.dir);
     }

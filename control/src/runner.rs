@@ -1,0 +1,150 @@
+//! The control thread on a thread of its own: an appliance plus its control and admin sockets,
+//! polled in a loop as vnicd's main loop does. Tests and embedding programs use it to run vnicd
+//! in-process and talk to it over the real sockets.
+use crate::appliance::{Appliance, ShutdownReport, StartOptions};
+use crate::client::Client;
+use crate::config::Config;
+use crate::server::Server;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A running control thread.
+pub struct Running {
+    pub control_socket: PathBuf,
+    pub admin_socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Appliance>>,
+}
+
+/// Why it could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Start(String),
+}
+
+impl Running {
+    /// Start the appliance and its sockets; returns once both are up.
+    pub fn start(cfg: Config, opts: StartOptions) -> Result<Running, RunError> {
+        let control_socket = cfg.raw.control_socket.clone();
+        let admin_socket = cfg.raw.admin_socket.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("vnic-control".into())
+            .spawn(move || {
+                let mut app = match Appliance::start(cfg, &opts) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        panic!("appliance did not start: {e}");
+                    }
+                };
+                let mut server = match Server::start(app.config()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        panic!("sockets did not open: {e}");
+                    }
+                };
+                let _ = tx.send(Ok(()));
+                while !s2.load(Ordering::Relaxed) {
+                    server.poll(&mut app, Duration::from_millis(1));
+                }
+                drop(server);
+                app
+            })
+            .map_err(|e| RunError::Start(e.to_string()))?;
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => Ok(Running {
+                control_socket,
+                admin_socket,
+                stop,
+                handle: Some(handle),
+            }),
+            Ok(Err(e)) => Err(RunError::Start(e)),
+            Err(_) => Err(RunError::Start("the control thread did not come up".into())),
+        }
+    }
+
+    /// A new client session on the control socket.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.control_socket).expect("control socket")
+    }
+
+    /// `STATUS` over the admin socket.
+    pub fn status(&self) -> Value {
+        let mut a = Client::connect(&self.admin_socket).expect("admin socket");
+        a.request("STATUS", json!({})).expect("STATUS")
+    }
+
+    /// One admin request.
+    pub fn admin(&self, op: &str, fields: Value) -> Result<Value, crate::client::ClientError> {
+        Client::connect(&self.admin_socket)?.request(op, fields)
+    }
+
+    /// One vNIC's status.
+    pub fn vnic(&self, name: &str) -> Value {
+        let st = self.status();
+        st["vnics"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Wait until `f(vnic status)` holds; returns how long it took. Panics after `within`.
+    pub fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        within: Duration,
+        f: impl Fn(&Value) -> bool,
+    ) -> Duration {
+        let t = Instant::now();
+        loop {
+            let v = self.vnic(name);
+            if f(&v) {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < within,
+                "{name}: not {what} within {within:?}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Wait until the vNIC is in `state` ("attached"/"detached").
+    pub fn wait_state(&self, name: &str, state: &str, within: Duration) -> Duration {
+        self.wait_for(name, state, within, |v| v["state"] == state)
+    }
+
+    /// Stop the control thread and tear the appliance down.
+    pub fn finish(mut self) -> ShutdownReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let app = self
+            .handle
+            .take()
+            .expect("running")
+            .join()
+            .expect("control thread");
+        app.shutdown()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Ok(app) = h.join() {
+                drop(app.shutdown());
+            }
+        }
+    }
+}
