@@ -77,6 +77,8 @@ struct Backing {
     next_redial: Instant,
     /// Its link has been up at least once (before that it is still connecting, not failed).
     ever_up: bool,
+    /// Restarts since the link was last up (backs the redial interval off).
+    redials: u32,
 }
 
 impl Backing {
@@ -261,6 +263,8 @@ pub struct BackingStatus {
     #[serde(flatten)]
     pub state: BackingState,
     pub link_up: bool,
+    /// How long it has been usable without interruption (ms), if it is.
+    pub healthy_ms: Option<u64>,
     pub last_failure: Option<String>,
 }
 
@@ -283,6 +287,7 @@ pub struct VnicStatus {
     /// The vNIC's link: up when a backing device carries it.
     pub link_up: bool,
     pub failover_count: u64,
+    pub auto_priority_failover: bool,
     pub last_switch: Option<SwitchRecord>,
     /// Fail-back wanted but held back by the flap limit.
     pub flap_suppressed: bool,
@@ -470,46 +475,51 @@ impl Appliance {
                         if let Err(e) = p.set_mac(cfg.macs[i].0) {
                             tracing::debug!(backing = %b.name, "MAC not programmed: {e}");
                         }
-                        p.start()?;
                         Ok(p)
                     });
                     let now = Instant::now();
+                    let mut bk = Backing {
+                        cfg: b.clone(),
+                        port: None,
+                        state: BackingState::Standby,
+                        link_up: false,
+                        healthy_since: None,
+                        last_failure: None,
+                        next_redial: now,
+                        ever_up: false,
+                        redials: 0,
+                    };
+                    let failed = |bk: &mut Backing, e: String| {
+                        tracing::error!(vnic = %v.name, backing = %b.name, "backing device failed: {e}");
+                        bk.state = BackingState::Failed(e.clone());
+                        bk.last_failure = Some(e);
+                    };
                     match opened {
-                        Ok(p) => {
-                            let link_up = p.link().is_ok_and(|l| l.up);
-                            Backing {
-                                cfg: b.clone(),
-                                port: Some(p),
-                                state: BackingState::Standby,
-                                link_up,
-                                healthy_since: link_up.then_some(now),
-                                last_failure: None,
-                                next_redial: now,
-                                ever_up: link_up,
+                        // A device that cannot even be probed or configured stays out.
+                        Err(e) => failed(&mut bk, e.to_string()),
+                        Ok(mut p) => {
+                            // A start can fail for a while (a memif client whose server is not
+                            // up yet): the port is kept and health checks restart it.
+                            match p.start() {
+                                Ok(()) => {
+                                    bk.link_up = p.link().is_ok_and(|l| l.up);
+                                    bk.healthy_since = bk.link_up.then_some(now);
+                                    bk.ever_up = bk.link_up;
+                                }
+                                Err(e) => failed(&mut bk, e.to_string()),
                             }
-                        }
-                        Err(e) => {
-                            tracing::error!(vnic = %v.name, backing = %b.name, "backing device failed: {e}");
-                            Backing {
-                                cfg: b.clone(),
-                                port: None,
-                                state: BackingState::Failed(e.to_string()),
-                                link_up: false,
-                                healthy_since: None,
-                                last_failure: Some(e.to_string()),
-                                next_redial: now,
-                                ever_up: false,
-                            }
+                            bk.port = Some(p);
                         }
                     }
+                    bk
                 })
                 .collect::<Vec<_>>();
-            // Best priority wins (config order breaks ties) among devices that came up; a memif
+            // Best priority wins (config order breaks ties) among devices that started; a memif
             // link may still be connecting, so "up" is not required yet: health checks follow.
             let active = backing
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.port.is_some())
+                .filter(|(_, b)| b.port.is_some() && b.state == BackingState::Standby)
                 .min_by_key(|(k, b)| (b.cfg.priority, *k))
                 .map(|(k, _)| k);
             let announce_ring =
@@ -847,6 +857,9 @@ impl Appliance {
                     b.link_up = link;
                     b.healthy_since = link.then_some(now);
                     b.ever_up |= link;
+                    if link {
+                        b.redials = 0;
+                    }
                     changed = true;
                 }
                 match &b.state {
@@ -869,8 +882,11 @@ impl Appliance {
                         if b.cfg.devargs.starts_with("net_memif") && now >= b.next_redial =>
                     {
                         // A memif client does not redial a restarted server by itself; a restart
-                        // does. The device is in no table while failed, so no core polls it.
-                        b.next_redial = now + Duration::from_millis(500);
+                        // does. The device is in no table while failed, so no core polls it. The
+                        // interval backs off (0.5, 1, 2, 4 s) so a slow handshake is not cut short.
+                        b.redials = b.redials.saturating_add(1);
+                        let wait = Duration::from_millis(500 << b.redials.min(4).saturating_sub(1));
+                        b.next_redial = now + wait;
                         if port.restart().is_ok() {
                             tracing::debug!(backing = %b.cfg.name, "restarted, waiting for link");
                         }
@@ -1001,7 +1017,10 @@ impl Appliance {
         }
         v.backing[to].state = BackingState::Active;
         v.active = Some(to);
-        v.failovers += 1;
+        if from.is_some() {
+            // The first activation of a vNIC is not a failover.
+            v.failovers += 1;
+        }
         v.epoch += 1;
         v.stalled_since = None;
         if v.policy.announce_rounds > 0 {
@@ -1058,13 +1077,51 @@ impl Appliance {
     }
 
     /// Planned switch (make-before-break): to `to`, or to the best other operational device.
-    /// Frames still arriving on the old device keep being received, so nothing is lost.
+    /// Frames still arriving on the old device keep being received, so nothing is lost. As on
+    /// PowerVM, choosing a worse-priority device by hand turns automatic fail-back off for the
+    /// vNIC (else it would undo the choice at once); [`Appliance::set_auto_failback`] turns it on.
     pub fn failover(
         &mut self,
         vnic: &str,
         to: Option<&str>,
         why: &str,
     ) -> Result<Event, FailoverError> {
+        let ev = self.planned(vnic, to, why)?;
+        let v = self
+            .vnics
+            .iter_mut()
+            .find(|v| v.name == vnic)
+            .ok_or_else(|| FailoverError::UnknownVnic(vnic.into()))?;
+        let a = v.active.unwrap_or(0);
+        let best_prio = v
+            .backing
+            .iter()
+            .filter(|b| b.usable())
+            .map(|b| b.cfg.priority)
+            .min()
+            .unwrap_or(0);
+        if v.policy.auto_priority_failover && v.backing[a].cfg.priority > best_prio {
+            v.policy.auto_priority_failover = false;
+            tracing::warn!(
+                vnic,
+                "manual failover to a lower priority: automatic fail-back turned off"
+            );
+        }
+        Ok(ev)
+    }
+
+    /// Turn automatic fail-back on or off for a vNIC.
+    pub fn set_auto_failback(&mut self, vnic: &str, on: bool) -> Result<(), FailoverError> {
+        let v = self
+            .vnics
+            .iter_mut()
+            .find(|v| v.name == vnic)
+            .ok_or_else(|| FailoverError::UnknownVnic(vnic.into()))?;
+        v.policy.auto_priority_failover = on;
+        Ok(())
+    }
+
+    fn planned(&mut self, vnic: &str, to: Option<&str>, why: &str) -> Result<Event, FailoverError> {
         let i = self
             .vnics
             .iter()
@@ -1123,7 +1180,7 @@ impl Appliance {
             }
         } else {
             if self.vnics[i].active == Some(k) {
-                match self.failover(
+                match self.planned(
                     vnic,
                     None,
                     &format!("{backing} disabled by the administrator"),
@@ -1195,6 +1252,7 @@ impl Appliance {
                     active_backing: v.active.map(|a| v.backing[a].cfg.name.clone()),
                     link_up: v.active.is_some_and(|a| v.backing[a].usable()),
                     failover_count: v.failovers,
+                    auto_priority_failover: v.policy.auto_priority_failover,
                     last_switch: v.last_switch.clone(),
                     flap_suppressed: v.flap_suppressed,
                     backing: v
@@ -1207,6 +1265,7 @@ impl Appliance {
                             port_label: b.cfg.port_label.clone(),
                             state: b.state.clone(),
                             link_up: b.link_up,
+                            healthy_ms: b.healthy_since.map(|t| t.elapsed().as_millis() as u64),
                             last_failure: b.last_failure.clone(),
                         })
                         .collect(),
@@ -1283,6 +1342,9 @@ impl Appliance {
         }
         // 3. Rings drained (we hold the last references now).
         let mut drained = 0;
+        for v in &self.vnics {
+            drained += v.announce_ring.drain();
+        }
         for v in &mut self.vnics {
             if let Some(att) = v.attach.take() {
                 for (rx, tx) in att.rings {

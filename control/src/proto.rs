@@ -129,6 +129,14 @@ pub struct AdminBacking {
     pub force: bool,
 }
 
+/// Admin AUTO_FAILBACK fields.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminAuto {
+    pub vnic: String,
+    pub enabled: bool,
+}
+
 /// `{"vnic": ...}` for admin ops.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +160,7 @@ pub enum Op {
     AdminDetach(VnicArg),
     AdminFailover(AdminFailover),
     AdminBacking(AdminBacking),
+    AdminAuto(AdminAuto),
 }
 
 /// A request with its envelope.
@@ -263,6 +272,7 @@ pub fn parse(line: &[u8], admin: bool) -> Result<Request, (u64, ProtoError)> {
         ("DETACH", true) => Op::AdminDetach(fields("DETACH", m).map_err(|e| (id, e))?),
         ("FAILOVER", true) => Op::AdminFailover(fields("FAILOVER", m).map_err(|e| (id, e))?),
         ("BACKING", true) => Op::AdminBacking(fields("BACKING", m).map_err(|e| (id, e))?),
+        ("AUTO_FAILBACK", true) => Op::AdminAuto(fields("AUTO_FAILBACK", m).map_err(|e| (id, e))?),
         (other, _) => {
             return Err(fail(
                 Code::UnknownOp,

@@ -279,7 +279,11 @@ impl Server {
     pub fn poll(&mut self, app: &mut Appliance, wait: Duration) {
         let end = Instant::now() + wait;
         loop {
+            // Health checks must run even while requests keep coming: stop at the deadline.
             let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
             match self.events.recv_timeout(left) {
                 Ok(ev) => self.event(app, ev),
                 Err(RecvTimeoutError::Timeout) => break,
@@ -562,6 +566,7 @@ impl Server {
                 | Op::Show(_)
                 | Op::AdminDetach(_)
                 | Op::AdminFailover(_)
+                | Op::AdminAuto(_)
                 | Op::AdminBacking(_),
                 _,
             ) => Err(ProtoError::new(
@@ -600,6 +605,14 @@ impl Server {
                 let body = event_body(&ev);
                 self.pending.push(ev);
                 Ok(("FAILOVER", body))
+            }
+            Op::AdminAuto(a) => {
+                app.set_auto_failback(&a.vnic, a.enabled)
+                    .map_err(failover_error)?;
+                Ok((
+                    "AUTO_FAILBACK",
+                    json!({"vnic": a.vnic, "enabled": a.enabled}),
+                ))
             }
             Op::AdminBacking(b) => {
                 let ev = app

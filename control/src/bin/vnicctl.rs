@@ -37,6 +37,13 @@ enum Cmd {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Turn automatic fail-back to the best-priority device on or off (a manual failover to a
+    /// lower priority turns it off).
+    AutoFailback {
+        vnic: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// Take a backing device out of service or put it back.
     Backing {
         #[arg(value_parser = ["enable", "disable"])]
@@ -77,6 +84,10 @@ fn run(a: &Args) -> Result<(), ClientError> {
         Cmd::Show { vnic } => ("SHOW", json!({"vnic": vnic})),
         Cmd::Detach { vnic } => ("DETACH", json!({"vnic": vnic})),
         Cmd::Failover { vnic, to } => ("FAILOVER", json!({"vnic": vnic, "to": to})),
+        Cmd::AutoFailback { vnic, state } => (
+            "AUTO_FAILBACK",
+            json!({"vnic": vnic, "enabled": state == "on"}),
+        ),
         Cmd::Backing {
             action,
             vnic,
@@ -212,6 +223,7 @@ fn run(a: &Args) -> Result<(), ClientError> {
             s(&r["to"]),
             s(&r["reason"])
         ),
+        Cmd::AutoFailback { vnic, state } => println!("{vnic}: automatic fail-back {state}"),
         Cmd::Backing {
             action,
             vnic,
