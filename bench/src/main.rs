@@ -20,6 +20,7 @@ use vnic_bench::procs::Guard;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
 
 mod clientbench;
+mod failbench;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,6 +31,8 @@ enum Scenario {
     Client,
     /// ATTACH/DETACH latency.
     Attach,
+    /// Outage on an unplanned failover (peer killed) and loss on a planned one.
+    Failover,
     All,
 }
 
@@ -235,6 +238,7 @@ fn run(args: Args) -> Res<()> {
     })();
     let mut client_json = serde_json::Value::Null;
     let mut attach_json = serde_json::Value::Null;
+    let mut failover_json = serde_json::Value::Null;
     let result = result.and_then(|()| {
         if all.contains(&Scenario::Client) {
             eprintln!("client: in-core reflect vs vnic-client reflect process, {rounds} rounds");
@@ -260,6 +264,54 @@ fn run(args: Args) -> Res<()> {
                 println!("| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} |", l.samples, l.p50_us, l.p90_us, l.p99_us, l.max_us);
             }
             attach_json = serde_json::json!({"attach": a, "detach": d});
+        }
+        if all.contains(&Scenario::Failover) {
+            if !env.huge {
+                return Err("the failover scenario needs hugepages (its client is a separate process)".into());
+            }
+            let reps = if args.quick { 5 } else { 20 };
+            let rate = 100_000;
+            eprintln!("failover: {reps} unplanned (peer killed) and {reps} planned switches at {rate} frames/s");
+            let mut t = Vec::new();
+            for r in 0..reps {
+                for planned in [false, true] {
+                    let x = failbench::trial(&env.vnicd, &env.dir, planned, rate)?;
+                    eprintln!(
+                        "  {:>2} {:<9} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us",
+                        r + 1,
+                        if planned { "planned" } else { "unplanned" },
+                        x.lost,
+                        x.sent,
+                        x.outage_ms,
+                        x.detection_us,
+                        x.switch_us
+                    );
+                    t.push(x);
+                }
+            }
+            let pct = |v: &mut Vec<f64>, q: f64| {
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[((v.len() - 1) as f64 * q).round() as usize]
+            };
+            let mut rows = Vec::new();
+            println!();
+            println!("| failover | metric | median | p99 | max |");
+            println!("|---|---|---:|---:|---:|");
+            for planned in [false, true] {
+                let sel: Vec<&failbench::FailTrial> = t.iter().filter(|x| x.planned == planned).collect();
+                let kind = if planned { "planned" } else { "unplanned (peer killed)" };
+                for (metric, mut v) in [
+                    ("outage ms (lost / rate)", sel.iter().map(|x| x.outage_ms).collect::<Vec<f64>>()),
+                    ("frames lost", sel.iter().map(|x| x.lost as f64).collect()),
+                    ("detection µs", sel.iter().map(|x| x.detection_us as f64).collect()),
+                    ("switch µs", sel.iter().map(|x| x.switch_us as f64).collect()),
+                ] {
+                    let (m, p, x) = (pct(&mut v, 0.5), pct(&mut v, 0.99), pct(&mut v, 1.0));
+                    println!("| {kind} | {metric} | {m:.2} | {p:.2} | {x:.2} |");
+                    rows.push(serde_json::json!({"kind": kind, "metric": metric, "median": m, "p99": p, "max": x}));
+                }
+            }
+            failover_json = serde_json::json!({"rate": rate, "trials": t, "summary": rows});
         }
         Ok(())
     });
@@ -360,7 +412,7 @@ fn run(args: Args) -> Res<()> {
         "cores": {"wire": 0, "dut": 1, "dut_main": 0},
         "rounds": rounds, "seconds": seconds, "seed_bursts": env.seed_bursts,
         "trials": trials, "summary": summaries,
-        "client": client_json, "attach": attach_json,
+        "client": client_json, "attach": attach_json, "failover": failover_json,
         "duration_s": started.elapsed().as_secs_f64(),
     });
     let path = args.json.unwrap_or_else(|| {

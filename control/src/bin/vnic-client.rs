@@ -265,6 +265,18 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
     }
+    if a.mode == Mode::Source {
+        // Stop sending, then give frames still in flight time to come back, so that what is
+        // counted as lost was really lost.
+        let end = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < end {
+            for (rx, _) in &queues {
+                rx_n += rx.dequeue(&mut b) as u64;
+                drop(b.drain());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
     let d = c.detach()?;
     eprintln!(
         "vnic-client: detached ({} mbufs drained by vnicd); rx {rx_n} tx {tx_n} drops {drops} in {:.1} s",

@@ -1,0 +1,177 @@
+//! `failover` scenario: a vNIC with two memif backing devices, each behind its own reflecting
+//! dpdk-testpmd peer; `vnic-client source` sends at a constant rate and counts what comes back.
+//! Unplanned: the active device's peer is killed (SIGKILL); planned: `FAILOVER` over the admin
+//! socket. Outage = frames lost ÷ offered rate.
+use serde::Serialize;
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vnic_bench::procs::Guard;
+use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
+use vnic_control::client::Client;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// One repetition.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailTrial {
+    pub planned: bool,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub outage_ms: f64,
+    pub detection_us: u64,
+    pub switch_us: u64,
+}
+
+fn admin(dir: &Path, op: &str, f: serde_json::Value) -> Res<serde_json::Value> {
+    Ok(Client::connect(&dir.join("a.sock"))?.request(op, f)?)
+}
+
+fn vnic0(dir: &Path) -> Res<serde_json::Value> {
+    Ok(admin(dir, "STATUS", json!({}))?["vnics"][0].clone())
+}
+
+fn wait(dir: &Path, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> Res<()> {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(v) = vnic0(dir) {
+            if f(&v) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > end {
+            return Err(format!("timed out waiting for {what}").into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn peer(dir: &Path, i: usize, huge: bool) -> Res<Testpmd> {
+    let sock = dir.join(format!("w{i}.sock"));
+    let _ = std::fs::remove_file(&sock);
+    let mut p = Testpmd::spawn(&TestpmdOpts::io(
+        0,
+        1,
+        vec![format!(
+            "net_memif{i},role=server,socket={},id=0",
+            sock.display()
+        )],
+        huge,
+        "loop",
+    ))?;
+    p.cmd("start")?;
+    Ok(p)
+}
+
+/// One repetition; `rate` frames/s.
+pub fn trial(vnicd: &Path, dir: &Path, planned: bool, rate: u64) -> Res<FailTrial> {
+    let huge = true;
+    let pa = peer(dir, 0, huge)?;
+    let pb = peer(dir, 1, huge)?;
+    let sock = |i: usize| dir.join(format!("w{i}.sock")).display().to_string();
+    let cfg = json!({
+        "eal": {"cores": [0, 1], "main_core": 0, "memory_mb": 512, "hugepages": "on",
+                "file_prefix": format!("vnicf{}", std::process::id())},
+        "data_cores": [{"core": 1, "idle_sleep_us": 50}],
+        "control_socket": dir.join("c.sock"), "admin_socket": dir.join("a.sock"),
+        "stats_interval_ms": 60000,
+        "vnics": [{"name": "vnic0", "mac": "02:00:00:00:00:01", "hold_down_ms": 600000, "announce_rounds": 0,
+                   "backing": [
+                       {"name": "a", "devargs": format!("net_memif0,role=client,socket={},id=0", sock(0)), "priority": 10, "port_label": "p0"},
+                       {"name": "b", "devargs": format!("net_memif1,role=client,socket={},id=0", sock(1)), "priority": 20, "port_label": "p1"}]}]
+    });
+    let p = dir.join("vnicd-failover.json");
+    std::fs::write(&p, cfg.to_string())?;
+    let mut vd = Guard::new(
+        "vnicd",
+        Command::new(vnicd)
+            .arg("--config")
+            .arg(&p)
+            .arg("--quiet")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait(dir, "both links up", |v| {
+        v["backing"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|b| b["link_up"] == true))
+            && v["link_up"] == true
+    })?;
+    // Whichever link came up first carried the vNIC first; start every trial from `a`.
+    if vnic0(dir)?["active_backing"] != "a" {
+        admin(dir, "FAILOVER", json!({"vnic": "vnic0", "to": "a"}))?;
+    }
+    let mut client = Guard::new(
+        "vnic-client",
+        Command::new(vnicd.with_file_name("vnic-client"))
+            .args([
+                "source",
+                "--vnic",
+                "vnic0",
+                "--cpu",
+                "1",
+                "--quiet",
+                "--rate",
+                &rate.to_string(),
+                "--socket",
+            ])
+            .arg(dir.join("c.sock"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let (_, err) = client.collect_output();
+    wait(dir, "the client attached", |v| v["state"] == "attached")?;
+    std::thread::sleep(Duration::from_millis(500));
+    if planned {
+        admin(dir, "FAILOVER", json!({"vnic": "vnic0", "to": "b"}))?;
+    } else if let Some(pid) = pa.pid() {
+        // The wire behind the active device dies at once.
+        Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()?;
+    }
+    wait(dir, "active on b", |v| {
+        v["active_backing"] == "b" && v["link_up"] == true
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    let v = vnic0(dir)?;
+    client.signal(libc::SIGINT);
+    client
+        .wait_timeout(Duration::from_secs(5))
+        .ok_or("vnic-client did not stop")?;
+    client.child.take();
+    let text = err.join().unwrap_or_default();
+    // "vnic-client: detached (...); rx N tx N drops D in S s"
+    let num = |key: &str| -> Option<u64> {
+        let line = text.lines().rev().find(|l| l.contains("detached ("))?;
+        line.split(key)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let (received, sent) = (
+        num(" rx ").ok_or("no client summary")?,
+        num(" tx ").ok_or("no client summary")?,
+    );
+    vd.stop(Duration::from_secs(10));
+    drop(pb);
+    drop(pa);
+    let lost = sent.saturating_sub(received);
+    Ok(FailTrial {
+        planned,
+        sent,
+        received,
+        lost,
+        outage_ms: lost as f64 / rate as f64 * 1e3,
+        detection_us: v["last_switch"]["detection_us"].as_u64().unwrap_or(0),
+        switch_us: v["last_switch"]["switch_us"].as_u64().unwrap_or(0),
+    })
+}
