@@ -184,6 +184,7 @@ fn run(args: Args) -> Res<()> {
             Scenario::Memif,
             Scenario::Client,
             Scenario::Attach,
+            Scenario::Failover,
         ],
         s => vec![s],
     };
