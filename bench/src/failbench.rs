@@ -23,6 +23,9 @@ pub struct FailTrial {
     pub outage_ms: f64,
     pub detection_us: u64,
     pub switch_us: u64,
+    /// vnicd's own drop counters for the vNIC (where lost frames were dropped, if by vnicd).
+    pub vnicd_rx_drops: u64,
+    pub vnicd_tx_drops: u64,
 }
 
 fn admin(dir: &Path, op: &str, f: serde_json::Value) -> Res<serde_json::Value> {
@@ -173,5 +176,7 @@ pub fn trial(vnicd: &Path, dir: &Path, planned: bool, rate: u64) -> Res<FailTria
         outage_ms: lost as f64 / rate as f64 * 1e3,
         detection_us: v["last_switch"]["detection_us"].as_u64().unwrap_or(0),
         switch_us: v["last_switch"]["switch_us"].as_u64().unwrap_or(0),
+        vnicd_rx_drops: v["rx_drops"].as_u64().unwrap_or(0),
+        vnicd_tx_drops: v["tx_drops"].as_u64().unwrap_or(0),
     })
 }

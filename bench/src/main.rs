@@ -278,14 +278,16 @@ fn run(args: Args) -> Res<()> {
                 for planned in [false, true] {
                     let x = failbench::trial(&env.vnicd, &env.dir, planned, rate)?;
                     eprintln!(
-                        "  {:>2} {:<9} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us",
+                        "  {:>2} {:<9} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us, vnicd drops rx {} tx {}",
                         r + 1,
                         if planned { "planned" } else { "unplanned" },
                         x.lost,
                         x.sent,
                         x.outage_ms,
                         x.detection_us,
-                        x.switch_us
+                        x.switch_us,
+                        x.vnicd_rx_drops,
+                        x.vnicd_tx_drops
                     );
                     t.push(x);
                 }

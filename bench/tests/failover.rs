@@ -454,3 +454,45 @@ fn disabling_the_active_device_switches_away_and_the_last_one_is_protected() {
     wait_active(run, "a", Duration::from_secs(5));
     assert_eq!(lab.run.take().unwrap().finish().leaked(), 0);
 }
+
+#[test]
+fn hot_removing_the_active_device_moves_traffic_and_releases_the_device() {
+    let mut lab = lab(|_| {});
+    let mut pa = peer(&lab, 0);
+    let _pb = peer(&lab, 1);
+    let run = lab.run();
+    let base = both_up(run);
+    let (mut c, g) = attach(run);
+    let t = Traffic::start(&g, 20_000);
+    while t.received() < 2000 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let r = run
+        .admin("REMOVE_BACKING", json!({"vnic": "vnic0", "backing": "a"}))
+        .unwrap();
+    assert_eq!(r["failover"]["to"], "b");
+    let v = run.vnic("vnic0");
+    assert_eq!(v["active_backing"], "b");
+    assert_eq!(v["failover_count"].as_u64().unwrap(), base + 1);
+    assert_eq!(v["backing"][0]["state"], "failed");
+    assert_eq!(v["backing"][0]["reason"], "removed by the administrator");
+    // The device is gone from vnicd: its memif peer sees the link drop.
+    let end = Instant::now() + Duration::from_secs(5);
+    while pa.link_up(0).unwrap() {
+        assert!(
+            Instant::now() < end,
+            "the removed device still holds its memif link"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = t.received();
+    while t.received() < before + 2000 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Nothing brings a removed device back but a reload: it stays failed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(run.vnic("vnic0")["active_backing"], "b");
+    drop(t);
+    c.detach().unwrap();
+    assert_eq!(lab.run.take().unwrap().finish().leaked(), 0);
+}

@@ -79,6 +79,8 @@ struct Backing {
     ever_up: bool,
     /// Restarts since the link was last up (backs the redial interval off).
     redials: u32,
+    /// The device is gone: release its port once no table names it.
+    release: bool,
 }
 
 impl Backing {
@@ -475,6 +477,9 @@ impl Appliance {
                         if let Err(e) = p.set_mac(cfg.macs[i].0) {
                             tracing::debug!(backing = %b.name, "MAC not programmed: {e}");
                         }
+                        if let Err(e) = p.watch_removal() {
+                            tracing::debug!(backing = %b.name, "no removal events: {e}");
+                        }
                         Ok(p)
                     });
                     let now = Instant::now();
@@ -488,6 +493,7 @@ impl Appliance {
                         next_redial: now,
                         ever_up: false,
                         redials: 0,
+                        release: false,
                     };
                     let failed = |bk: &mut Backing, e: String| {
                         tracing::error!(vnic = %v.name, backing = %b.name, "backing device failed: {e}");
@@ -992,7 +998,53 @@ impl Appliance {
                 }
             }
         }
+        self.release_removed();
         events
+    }
+
+    /// Close and remove the ports of removed devices. Only called after the tables that no longer
+    /// name them have been adopted (publish waits for that).
+    fn release_removed(&mut self) {
+        for v in &mut self.vnics {
+            for b in &mut v.backing {
+                if b.release {
+                    if let Some(p) = b.port.take() {
+                        tracing::warn!(vnic = %v.name, backing = %b.cfg.name, "releasing removed device");
+                        drop(p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hot-remove a backing device at run time (`rte_dev_remove` for a vdev): switch away first
+    /// if it is active, withdraw it from the data core, then close and remove it. It stays
+    /// `failed: removed` until a config reload brings it back.
+    pub fn remove_backing(
+        &mut self,
+        vnic: &str,
+        backing: &str,
+    ) -> Result<Option<Event>, FailoverError> {
+        let (i, k) = self.backing_index(vnic, backing)?;
+        let mut ev = None;
+        if self.vnics[i].active == Some(k) {
+            match self.planned(vnic, None, &format!("{backing} removed")) {
+                Ok(e) => ev = Some(e),
+                Err(FailoverError::NoStandby(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let b = &mut self.vnics[i].backing[k];
+        b.state = BackingState::Failed("removed by the administrator".into());
+        b.last_failure = Some("removed by the administrator".into());
+        b.link_up = false;
+        b.healthy_since = None;
+        b.release = true;
+        let ci = self.vnics[i].core_idx;
+        self.publish_core(ci)
+            .map_err(|e| FailoverError::Publish(e.to_string()))?;
+        self.release_removed();
+        Ok(ev)
     }
 
     fn vnic_stats(&self, i: usize) -> VnicStats {

@@ -129,6 +129,14 @@ pub struct AdminBacking {
     pub force: bool,
 }
 
+/// Admin REMOVE_BACKING fields.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRemove {
+    pub vnic: String,
+    pub backing: String,
+}
+
 /// Admin AUTO_FAILBACK fields.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -161,6 +169,7 @@ pub enum Op {
     AdminFailover(AdminFailover),
     AdminBacking(AdminBacking),
     AdminAuto(AdminAuto),
+    AdminRemove(AdminRemove),
 }
 
 /// A request with its envelope.
@@ -273,6 +282,9 @@ pub fn parse(line: &[u8], admin: bool) -> Result<Request, (u64, ProtoError)> {
         ("FAILOVER", true) => Op::AdminFailover(fields("FAILOVER", m).map_err(|e| (id, e))?),
         ("BACKING", true) => Op::AdminBacking(fields("BACKING", m).map_err(|e| (id, e))?),
         ("AUTO_FAILBACK", true) => Op::AdminAuto(fields("AUTO_FAILBACK", m).map_err(|e| (id, e))?),
+        ("REMOVE_BACKING", true) => {
+            Op::AdminRemove(fields("REMOVE_BACKING", m).map_err(|e| (id, e))?)
+        }
         (other, _) => {
             return Err(fail(
                 Code::UnknownOp,

@@ -567,6 +567,7 @@ impl Server {
                 | Op::AdminDetach(_)
                 | Op::AdminFailover(_)
                 | Op::AdminAuto(_)
+                | Op::AdminRemove(_)
                 | Op::AdminBacking(_),
                 _,
             ) => Err(ProtoError::new(
@@ -605,6 +606,16 @@ impl Server {
                 let body = event_body(&ev);
                 self.pending.push(ev);
                 Ok(("FAILOVER", body))
+            }
+            Op::AdminRemove(r) => {
+                let ev = app
+                    .remove_backing(&r.vnic, &r.backing)
+                    .map_err(failover_error)?;
+                let body = json!({"vnic": r.vnic, "backing": r.backing, "removed": true, "failover": ev.as_ref().map(event_body)});
+                if let Some(ev) = ev {
+                    self.pending.push(ev);
+                }
+                Ok(("REMOVE_BACKING", body))
             }
             Op::AdminAuto(a) => {
                 app.set_auto_failback(&a.vnic, a.enabled)

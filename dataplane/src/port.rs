@@ -4,6 +4,7 @@ use crate::mbuf::{Burst, BURST};
 use crate::mempool::Mempool;
 use crate::ring::Ring;
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// An ethdev port id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,6 +57,23 @@ pub struct Port {
     probed_by_us: bool,
     queues: u16,
     started: bool,
+    /// Set from DPDK's interrupt thread when the device is removed (RTE_ETH_EVENT_INTR_RMV).
+    removed: Option<*const AtomicBool>,
+}
+
+// SAFETY: `removed` points to an AtomicBool leaked for the callback and reclaimed in Drop after
+// the callback is unregistered; atomics are safe to share.
+unsafe impl Send for Port {}
+
+unsafe extern "C" fn on_removal(
+    _port: u16,
+    _event: dpdk_sys::rte_eth_event_type,
+    arg: *mut std::ffi::c_void,
+    _ret: *mut std::ffi::c_void,
+) -> std::ffi::c_int {
+    // SAFETY: arg is the AtomicBool registered with this callback, alive until unregistered.
+    unsafe { (*(arg as *const AtomicBool)).store(true, Ordering::Release) };
+    0
 }
 
 /// True for a PCI address (`0000:03:00.1` or `03:00.1`), optionally followed by `,args`.
@@ -123,7 +141,44 @@ impl Port {
             probed_by_us,
             queues: 0,
             started: false,
+            removed: None,
         })
+    }
+
+    /// Ask DPDK to report the device's removal (hot-unplug of a VF, say); see [`Port::removed`].
+    /// Devices without removal events are simply never reported removed.
+    pub fn watch_removal(&mut self) -> Result<()> {
+        if self.removed.is_some() {
+            return Ok(());
+        }
+        let flag = Box::into_raw(Box::new(AtomicBool::new(false)));
+        // SAFETY: valid port; the callback reads `flag`, which lives until Drop unregisters it.
+        let ret = unsafe {
+            dpdk_sys::rte_eth_dev_callback_register(
+                self.id.0,
+                dpdk_sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_RMV,
+                Some(on_removal),
+                flag as *mut std::ffi::c_void,
+            )
+        };
+        if ret < 0 {
+            // SAFETY: not registered, so nobody else holds the pointer.
+            drop(unsafe { Box::from_raw(flag) });
+            return Err(Error::from_ret(
+                "rte_eth_dev_callback_register",
+                self.name.clone(),
+                ret,
+            ));
+        }
+        self.removed = Some(flag);
+        Ok(())
+    }
+
+    /// Whether DPDK reported the device removed.
+    pub fn removed(&self) -> bool {
+        // SAFETY: the flag lives as long as the port (reclaimed in Drop).
+        self.removed
+            .is_some_and(|f| unsafe { (*f).load(Ordering::Acquire) })
     }
 
     /// A port over two sets of rings (`net_ring` PMD): rx reads `rx[i]`, tx writes `tx[i]`.
@@ -153,6 +208,7 @@ impl Port {
             probed_by_us: false,
             queues: 0,
             started: false,
+            removed: None,
         })
     }
 
@@ -379,6 +435,18 @@ fn remove_vdev(name: &str) {
 
 impl Drop for Port {
     fn drop(&mut self) {
+        if let Some(f) = self.removed.take() {
+            // SAFETY: unregister first (waits for a running callback), then free the flag.
+            unsafe {
+                dpdk_sys::rte_eth_dev_callback_unregister(
+                    self.id.0,
+                    dpdk_sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_RMV,
+                    Some(on_removal),
+                    f as *mut std::ffi::c_void,
+                );
+                drop(Box::from_raw(f as *mut AtomicBool));
+            }
+        }
         if let Err(e) = self.stop() {
             tracing::warn!("{e}");
         }

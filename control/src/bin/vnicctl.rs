@@ -44,9 +44,9 @@ enum Cmd {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
-    /// Take a backing device out of service or put it back.
+    /// Take a backing device out of service or put it back, or hot-remove it.
     Backing {
-        #[arg(value_parser = ["enable", "disable"])]
+        #[arg(value_parser = ["enable", "disable", "remove"])]
         action: String,
         vnic: String,
         backing: String,
@@ -88,6 +88,12 @@ fn run(a: &Args) -> Result<(), ClientError> {
             "AUTO_FAILBACK",
             json!({"vnic": vnic, "enabled": state == "on"}),
         ),
+        Cmd::Backing {
+            action,
+            vnic,
+            backing,
+            force,
+        } if action == "remove" => ("REMOVE_BACKING", json!({"vnic": vnic, "backing": backing})),
         Cmd::Backing {
             action,
             vnic,
