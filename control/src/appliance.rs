@@ -1111,12 +1111,15 @@ impl Appliance {
         })
     }
 
-    fn backing_index(&self, vnic: &str, backing: &str) -> Result<(usize, usize), FailoverError> {
-        let i = self
-            .vnics
+    fn failover_index(&self, vnic: &str) -> Result<usize, FailoverError> {
+        self.vnics
             .iter()
             .position(|v| v.name == vnic)
-            .ok_or_else(|| FailoverError::UnknownVnic(vnic.into()))?;
+            .ok_or_else(|| FailoverError::UnknownVnic(vnic.into()))
+    }
+
+    fn backing_index(&self, vnic: &str, backing: &str) -> Result<(usize, usize), FailoverError> {
+        let i = self.failover_index(vnic)?;
         let k = self.vnics[i]
             .backing
             .iter()
@@ -1139,11 +1142,8 @@ impl Appliance {
         why: &str,
     ) -> Result<Event, FailoverError> {
         let ev = self.planned(vnic, to, why)?;
-        let v = self
-            .vnics
-            .iter_mut()
-            .find(|v| v.name == vnic)
-            .ok_or_else(|| FailoverError::UnknownVnic(vnic.into()))?;
+        let i = self.failover_index(vnic)?;
+        let v = &mut self.vnics[i];
         let a = v.active.unwrap_or(0);
         let best_prio = v
             .backing
@@ -1164,21 +1164,13 @@ impl Appliance {
 
     /// Turn automatic fail-back on or off for a vNIC.
     pub fn set_auto_failback(&mut self, vnic: &str, on: bool) -> Result<(), FailoverError> {
-        let v = self
-            .vnics
-            .iter_mut()
-            .find(|v| v.name == vnic)
-            .ok_or_else(|| FailoverError::UnknownVnic(vnic.into()))?;
-        v.policy.auto_priority_failover = on;
+        let i = self.failover_index(vnic)?;
+        self.vnics[i].policy.auto_priority_failover = on;
         Ok(())
     }
 
     fn planned(&mut self, vnic: &str, to: Option<&str>, why: &str) -> Result<Event, FailoverError> {
-        let i = self
-            .vnics
-            .iter()
-            .position(|v| v.name == vnic)
-            .ok_or_else(|| FailoverError::UnknownVnic(vnic.into()))?;
+        let i = self.failover_index(vnic)?;
         let target = match to {
             Some(b) => {
                 let (_, k) = self.backing_index(vnic, b)?;
