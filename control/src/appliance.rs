@@ -215,6 +215,9 @@ struct Vnic {
     tx_seen: (u64, u64),
     stalled_since: Option<Instant>,
     last_check: Instant,
+    /// Counter values its slot had before this vNIC took it (slots are reused after a reload
+    /// removes a vNIC; only the data core writes counters, so they are offset, not reset).
+    stats_base: VnicStats,
 }
 
 /// Something the control thread should tell clients.
@@ -401,6 +404,174 @@ fn data_room(mtu: u32) -> u16 {
     (frame + 128).min(u16::MAX as u32) as u16
 }
 
+/// Open, configure and start one backing device for a vNIC (its mempool, queues, MAC). A device
+/// that cannot be probed or configured comes back `failed` without a port; one that cannot start
+/// yet (a memif client whose server is not up) keeps its port and is restarted by health checks.
+fn build_backing(
+    vnic: &str,
+    b: &BackingConfig,
+    port_cfg: &PortConfig,
+    pool: &Mempool,
+    mac: MacAddr,
+) -> Backing {
+    let opened = Port::open(&b.devargs).and_then(|mut p| {
+        p.configure(port_cfg, pool)?;
+        // Hot standby: every device carries the vNIC's MAC before it is needed. Many VFs and
+        // vdevs refuse (ENOTSUP); then the switch re-points only.
+        if let Err(e) = p.set_mac(mac.0) {
+            tracing::debug!(backing = %b.name, "MAC not programmed: {e}");
+        }
+        if let Err(e) = p.watch_removal() {
+            tracing::debug!(backing = %b.name, "no removal events: {e}");
+        }
+        Ok(p)
+    });
+    let now = Instant::now();
+    let mut bk = Backing {
+        cfg: b.clone(),
+        port: None,
+        state: BackingState::Standby,
+        link_up: false,
+        healthy_since: None,
+        last_failure: None,
+        next_redial: now,
+        ever_up: false,
+        redials: 0,
+        release: false,
+    };
+    let failed = |bk: &mut Backing, e: String| {
+        tracing::error!(vnic, backing = %b.name, "backing device failed: {e}");
+        bk.state = BackingState::Failed(e.clone());
+        bk.last_failure = Some(e);
+    };
+    match opened {
+        Err(e) => failed(&mut bk, e.to_string()),
+        Ok(mut p) => {
+            match p.start() {
+                Ok(()) => {
+                    bk.link_up = p.link().is_ok_and(|l| l.up);
+                    bk.healthy_since = bk.link_up.then_some(now);
+                    bk.ever_up = bk.link_up;
+                }
+                Err(e) => failed(&mut bk, e.to_string()),
+            }
+            bk.port = Some(p);
+        }
+    }
+    bk
+}
+
+fn port_config(v: &config::VnicConfig) -> PortConfig {
+    PortConfig {
+        queues: v.queues as u16,
+        rx_desc: VF_DESC,
+        tx_desc: VF_DESC,
+        mtu: Some(v.mtu as u16),
+        promiscuous: true,
+    }
+}
+
+fn policy(v: &config::VnicConfig) -> Policy {
+    Policy {
+        auto_priority_failover: v.auto_priority_failover,
+        hold_down: Duration::from_millis(v.hold_down_ms as u64),
+        flap_limit: v.flap_limit,
+        flap_window: Duration::from_millis(v.flap_window_ms as u64),
+        tx_stall: Duration::from_millis(v.tx_stall_ms as u64),
+        announce_rounds: v.announce_rounds,
+        announce_interval: Duration::from_millis(v.announce_interval_ms as u64),
+    }
+}
+
+fn ipv4s(v: &config::VnicConfig) -> Vec<[u8; 4]> {
+    v.ipv4
+        .iter()
+        .filter_map(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+        .map(|ip| ip.octets())
+        .collect()
+}
+
+/// Build a vNIC: mempool, backing devices, announce ring. `incarnation` keeps DPDK object names
+/// unique when a vNIC is recreated while its old objects may still exist.
+fn build_vnic(
+    v: &config::VnicConfig,
+    mac: MacAddr,
+    core_idx: usize,
+    slot: VnicSlot,
+    incarnation: u64,
+) -> Result<Vnic, StartError> {
+    let socket = vnic_dataplane::socket_id();
+    let err = |what: &'static str| {
+        let vnic = v.name.clone();
+        move |err| StartError::Vnic { vnic, what, err }
+    };
+    let suffix = if incarnation == 0 {
+        String::new()
+    } else {
+        format!(".{}", incarnation % 100_000)
+    };
+    let pool = Mempool::new(
+        &format!("mp_{}{suffix}", v.name),
+        pool_size(v),
+        POOL_CACHE,
+        data_room(v.mtu).max(mempool::DEFAULT_DATA_ROOM),
+        socket,
+    )
+    .map_err(err("mempool"))?;
+    let port_cfg = port_config(v);
+    let backing: Vec<Backing> = v
+        .backing
+        .iter()
+        .map(|b| build_backing(&v.name, b, &port_cfg, &pool, mac))
+        .collect();
+    // Best priority wins (config order breaks ties) among devices that started; a memif link may
+    // still be connecting, so "up" is not required yet: health checks follow.
+    let active = backing
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.port.is_some() && b.state == BackingState::Standby)
+        .min_by_key(|(k, b)| (b.cfg.priority, *k))
+        .map(|(k, _)| k);
+    let announce_ring =
+        Ring::new(&format!("{}.ann{suffix}", v.name), 64, socket).map_err(err("announce ring"))?;
+    let mut vn = Vnic {
+        name: v.name.clone(),
+        mac,
+        max_queues: v.queues as u16,
+        max_depth: v.ring_depth,
+        mtu: v.mtu,
+        allow_spoofing: v.allow_spoofing,
+        allowed_uids: v.allowed_uids.clone(),
+        allowed_gids: v.allowed_gids.clone(),
+        core_idx,
+        slot,
+        active,
+        backing,
+        pool,
+        attach: None,
+        epoch: 0,
+        token: None,
+        policy: policy(v),
+        failovers: 0,
+        last_switch: None,
+        failbacks: VecDeque::new(),
+        flap_suppressed: false,
+        announce_ring: Arc::new(announce_ring),
+        announce_left: 0,
+        next_announce: Instant::now(),
+        announce_until: None,
+        ipv4: ipv4s(v),
+        tx_seen: (0, 0),
+        stalled_since: None,
+        last_check: Instant::now(),
+        stats_base: VnicStats::default(),
+    };
+    if let Some(a) = active {
+        vn.backing[a].state = BackingState::Active;
+    }
+    Ok(vn)
+}
+
 impl Appliance {
     /// Bring everything up. On error everything made so far is torn down again.
     pub fn start(config: Config, opts: &StartOptions) -> Result<Appliance, StartError> {
@@ -422,7 +593,6 @@ impl Appliance {
     }
 
     fn bring_up(&mut self, opts: &StartOptions) -> Result<(), StartError> {
-        let socket = vnic_dataplane::socket_id();
         let cfg = self.config.clone();
         for d in cfg.data_cores() {
             let launch = match d.launch {
@@ -447,136 +617,7 @@ impl Appliance {
                 .iter()
                 .position(|d| d.core == cfg.vnic_cores[i])
                 .unwrap_or(0);
-            let err = |what: &'static str| {
-                let vnic = v.name.clone();
-                move |err| StartError::Vnic { vnic, what, err }
-            };
-            let pool = Mempool::new(
-                &format!("mp_{}", v.name),
-                pool_size(v),
-                POOL_CACHE,
-                data_room(v.mtu).max(mempool::DEFAULT_DATA_ROOM),
-                socket,
-            )
-            .map_err(err("mempool"))?;
-            let port_cfg = PortConfig {
-                queues: v.queues as u16,
-                rx_desc: VF_DESC,
-                tx_desc: VF_DESC,
-                mtu: Some(v.mtu as u16),
-                promiscuous: true,
-            };
-            let backing = v
-                .backing
-                .iter()
-                .map(|b| {
-                    let opened = Port::open(&b.devargs).and_then(|mut p| {
-                        p.configure(&port_cfg, &pool)?;
-                        // Hot standby: every device carries the vNIC's MAC before it is needed.
-                        // Many VFs and vdevs refuse (ENOTSUP); then the switch re-points only.
-                        if let Err(e) = p.set_mac(cfg.macs[i].0) {
-                            tracing::debug!(backing = %b.name, "MAC not programmed: {e}");
-                        }
-                        if let Err(e) = p.watch_removal() {
-                            tracing::debug!(backing = %b.name, "no removal events: {e}");
-                        }
-                        Ok(p)
-                    });
-                    let now = Instant::now();
-                    let mut bk = Backing {
-                        cfg: b.clone(),
-                        port: None,
-                        state: BackingState::Standby,
-                        link_up: false,
-                        healthy_since: None,
-                        last_failure: None,
-                        next_redial: now,
-                        ever_up: false,
-                        redials: 0,
-                        release: false,
-                    };
-                    let failed = |bk: &mut Backing, e: String| {
-                        tracing::error!(vnic = %v.name, backing = %b.name, "backing device failed: {e}");
-                        bk.state = BackingState::Failed(e.clone());
-                        bk.last_failure = Some(e);
-                    };
-                    match opened {
-                        // A device that cannot even be probed or configured stays out.
-                        Err(e) => failed(&mut bk, e.to_string()),
-                        Ok(mut p) => {
-                            // A start can fail for a while (a memif client whose server is not
-                            // up yet): the port is kept and health checks restart it.
-                            match p.start() {
-                                Ok(()) => {
-                                    bk.link_up = p.link().is_ok_and(|l| l.up);
-                                    bk.healthy_since = bk.link_up.then_some(now);
-                                    bk.ever_up = bk.link_up;
-                                }
-                                Err(e) => failed(&mut bk, e.to_string()),
-                            }
-                            bk.port = Some(p);
-                        }
-                    }
-                    bk
-                })
-                .collect::<Vec<_>>();
-            // Best priority wins (config order breaks ties) among devices that started; a memif
-            // link may still be connecting, so "up" is not required yet: health checks follow.
-            let active = backing
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.port.is_some() && b.state == BackingState::Standby)
-                .min_by_key(|(k, b)| (b.cfg.priority, *k))
-                .map(|(k, _)| k);
-            let announce_ring =
-                Ring::new(&format!("{}.ann", v.name), 64, socket).map_err(err("announce ring"))?;
-            let mut vn = Vnic {
-                name: v.name.clone(),
-                mac: cfg.macs[i],
-                max_queues: v.queues as u16,
-                max_depth: v.ring_depth,
-                mtu: v.mtu,
-                allow_spoofing: v.allow_spoofing,
-                allowed_uids: v.allowed_uids.clone(),
-                allowed_gids: v.allowed_gids.clone(),
-                core_idx,
-                slot: VnicSlot(i as u32),
-                active,
-                backing,
-                pool,
-                attach: None,
-                epoch: 0,
-                token: None,
-                policy: Policy {
-                    auto_priority_failover: v.auto_priority_failover,
-                    hold_down: Duration::from_millis(v.hold_down_ms as u64),
-                    flap_limit: v.flap_limit,
-                    flap_window: Duration::from_millis(v.flap_window_ms as u64),
-                    tx_stall: Duration::from_millis(v.tx_stall_ms as u64),
-                    announce_rounds: v.announce_rounds,
-                    announce_interval: Duration::from_millis(v.announce_interval_ms as u64),
-                },
-                failovers: 0,
-                last_switch: None,
-                failbacks: VecDeque::new(),
-                flap_suppressed: false,
-                announce_ring: Arc::new(announce_ring),
-                announce_left: 0,
-                next_announce: Instant::now(),
-                announce_until: None,
-                ipv4: v
-                    .ipv4
-                    .iter()
-                    .filter_map(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
-                    .map(|ip| ip.octets())
-                    .collect(),
-                tx_seen: (0, 0),
-                stalled_since: None,
-                last_check: Instant::now(),
-            };
-            if let Some(a) = active {
-                vn.backing[a].state = BackingState::Active;
-            }
+            let vn = build_vnic(v, cfg.macs[i], core_idx, VnicSlot(i as u32), 0)?;
             self.vnics.push(vn);
         }
         if let Some(mode) = opts.inline_client {
@@ -1048,9 +1089,15 @@ impl Appliance {
     }
 
     fn vnic_stats(&self, i: usize) -> VnicStats {
+        self.slot_stats(self.vnics[i].slot)
+            .since(&self.vnics[i].stats_base)
+    }
+
+    /// Raw counters of a slot, summed over data cores.
+    fn slot_stats(&self, slot: VnicSlot) -> VnicStats {
         let mut s = VnicStats::default();
         for c in &self.cores {
-            s += c.worker.vnic_stats(self.vnics[i].slot);
+            s += c.worker.vnic_stats(slot);
         }
         s
     }
@@ -1270,10 +1317,7 @@ impl Appliance {
             .vnics
             .iter()
             .map(|v| {
-                let mut s = VnicStats::default();
-                for c in &self.cores {
-                    s += c.worker.vnic_stats(v.slot);
-                }
+                let s = self.slot_stats(v.slot).since(&v.stats_base);
                 VnicStatus {
                     name: v.name.clone(),
                     mac: v.mac.to_string(),

@@ -70,6 +70,23 @@ impl std::ops::AddAssign for VnicStats {
     }
 }
 
+impl VnicStats {
+    /// `self - base`, field by field (counters only grow, so this never goes below zero for a
+    /// base taken earlier from the same slot).
+    pub fn since(&self, base: &VnicStats) -> VnicStats {
+        VnicStats {
+            rx_packets: self.rx_packets.saturating_sub(base.rx_packets),
+            rx_bytes: self.rx_bytes.saturating_sub(base.rx_bytes),
+            rx_drops: self.rx_drops.saturating_sub(base.rx_drops),
+            tx_packets: self.tx_packets.saturating_sub(base.tx_packets),
+            tx_bytes: self.tx_bytes.saturating_sub(base.tx_bytes),
+            tx_drops: self.tx_drops.saturating_sub(base.tx_drops),
+            client_drops: self.client_drops.saturating_sub(base.client_drops),
+            spoof_drops: self.spoof_drops.saturating_sub(base.spoof_drops),
+        }
+    }
+}
+
 /// A data core's own counters.
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
