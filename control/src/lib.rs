@@ -7,5 +7,6 @@ pub mod client;
 pub mod config;
 pub mod failover;
 pub mod proto;
+pub mod reload;
 pub mod runner;
 pub mod server;

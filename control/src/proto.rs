@@ -34,6 +34,8 @@ pub enum Code {
     NoStandby,
     UnknownBacking,
     NotOperational,
+    InvalidConfig,
+    ReloadFailed,
     Internal,
 }
 
@@ -60,6 +62,8 @@ impl Code {
             Code::NoStandby => "no_standby",
             Code::UnknownBacking => "unknown_backing",
             Code::NotOperational => "not_operational",
+            Code::InvalidConfig => "invalid_config",
+            Code::ReloadFailed => "reload_failed",
             Code::Internal => "internal",
         }
     }
@@ -129,6 +133,14 @@ pub struct AdminBacking {
     pub force: bool,
 }
 
+/// Admin RELOAD / CONFIG_DIFF fields.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfigFile {
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
 /// Admin REMOVE_BACKING fields.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +182,9 @@ pub enum Op {
     AdminBacking(AdminBacking),
     AdminAuto(AdminAuto),
     AdminRemove(AdminRemove),
+    Reload(AdminConfigFile),
+    ConfigShow,
+    ConfigDiff(AdminConfigFile),
 }
 
 /// A request with its envelope.
@@ -285,6 +300,11 @@ pub fn parse(line: &[u8], admin: bool) -> Result<Request, (u64, ProtoError)> {
         ("REMOVE_BACKING", true) => {
             Op::AdminRemove(fields("REMOVE_BACKING", m).map_err(|e| (id, e))?)
         }
+        ("RELOAD", true) => Op::Reload(fields("RELOAD", m).map_err(|e| (id, e))?),
+        ("CONFIG_SHOW", true) => empty("CONFIG_SHOW", &m)
+            .map(|_| Op::ConfigShow)
+            .map_err(|e| (id, e))?,
+        ("CONFIG_DIFF", true) => Op::ConfigDiff(fields("CONFIG_DIFF", m).map_err(|e| (id, e))?),
         (other, _) => {
             return Err(fail(
                 Code::UnknownOp,

@@ -88,6 +88,8 @@ pub struct Server {
     next_server_heartbeat: Instant,
     /// Events from request handlers, pushed to clients at the end of the poll.
     pending: Vec<Event>,
+    /// The config file vnicd runs (for reloads without a file).
+    config_path: Option<PathBuf>,
 }
 
 fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, ServerError> {
@@ -271,6 +273,7 @@ impl Server {
             next_link_check: Instant::now(),
             next_server_heartbeat: Instant::now(),
             pending: Vec::new(),
+            config_path: None,
         })
     }
 
@@ -568,6 +571,9 @@ impl Server {
                 | Op::AdminFailover(_)
                 | Op::AdminAuto(_)
                 | Op::AdminRemove(_)
+                | Op::Reload(_)
+                | Op::ConfigShow
+                | Op::ConfigDiff(_)
                 | Op::AdminBacking(_),
                 _,
             ) => Err(ProtoError::new(
@@ -588,7 +594,7 @@ impl Server {
         match &req.op {
             Op::Status => Ok((
                 "STATUS",
-                json!({"generation": st.generation, "vnics": vnics(&st)}),
+                json!({"generation": st.generation, "config_generation": st.config_generation, "vnics": vnics(&st)}),
             )),
             Op::Stats => Ok(("STATS", serde_json::to_value(&st).unwrap_or(Value::Null))),
             Op::Show(a) => st
@@ -606,6 +612,27 @@ impl Server {
                 let body = event_body(&ev);
                 self.pending.push(ev);
                 Ok(("FAILOVER", body))
+            }
+            Op::Reload(f) => {
+                let r = self.reload(app, f.path.as_deref().map(Path::new), "admin")?;
+                Ok(("RELOADED", serde_json::to_value(r).unwrap_or(Value::Null)))
+            }
+            Op::ConfigShow => Ok((
+                "CONFIG",
+                json!({"generation": app.config_generation(), "config": app.config().raw, "history": app.reloads()}),
+            )),
+            Op::ConfigDiff(f) => {
+                let path = self.config_file(f.path.as_deref().map(Path::new))?;
+                let cfg = config::load(&path).map_err(|e| {
+                    ProtoError::new(Code::InvalidConfig, format!("{}:\n{e}", path.display()))
+                })?;
+                let steps = app
+                    .plan_reload(&cfg)
+                    .map_err(|e| ProtoError::new(Code::InvalidConfig, e.to_string()))?;
+                Ok((
+                    "CONFIG_DIFF",
+                    json!({"path": path, "steps": steps.iter().map(|s| s.to_string()).collect::<Vec<_>>()}),
+                ))
             }
             Op::AdminRemove(r) => {
                 let ev = app
@@ -763,6 +790,80 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The file a reload reads: `path`, or the one vnicd was started with.
+    fn config_file(&self, path: Option<&Path>) -> Result<PathBuf, ProtoError> {
+        match (path, &self.config_path) {
+            (Some(p), _) => Ok(p.to_path_buf()),
+            (None, Some(p)) => Ok(p.clone()),
+            (None, None) => Err(ProtoError::new(
+                Code::InvalidConfig,
+                "vnicd runs the embedded config: name a config file to reload",
+            )),
+        }
+    }
+
+    /// Remember the config file (SIGHUP and `vnicctl reload` without a file re-read it).
+    pub fn set_config_path(&mut self, p: PathBuf) {
+        self.config_path = Some(p);
+    }
+
+    /// Reload: parse and validate the file, prepare every new resource, tell and detach the
+    /// clients of vNICs that go away or are recreated (`CONFIG_CHANGED`), commit. On any error
+    /// nothing changes.
+    pub fn reload(
+        &mut self,
+        app: &mut Appliance,
+        path: Option<&Path>,
+        source: &str,
+    ) -> Result<crate::reload::Reload, ProtoError> {
+        let started = Instant::now();
+        let path = self.config_file(path)?;
+        let src = format!("{source} ({})", path.display());
+        let cfg = match config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                let err = crate::appliance::ReloadError::Config(e);
+                app.record_failed_reload(&src, &err, started);
+                return Err(ProtoError::new(
+                    Code::InvalidConfig,
+                    format!("{}: {err}", path.display()),
+                ));
+            }
+        };
+        let prepared = match app.prepare_reload(cfg) {
+            Ok(p) => p,
+            Err(err) => {
+                app.record_failed_reload(&src, &err, started);
+                let code = match err {
+                    crate::appliance::ReloadError::Config(_) => Code::InvalidConfig,
+                    _ => Code::ReloadFailed,
+                };
+                return Err(ProtoError::new(code, err.to_string()));
+            }
+        };
+        for vnic in prepared.affected() {
+            let ids: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| matches!(&c.session, Session::Attached { vnic: v } | Session::Hello { vnic: v } if *v == vnic))
+                .map(|(i, _)| *i)
+                .collect();
+            for id in ids {
+                let epoch = app.vnic_epoch(&vnic).map(|e| e.0).unwrap_or(0);
+                self.send(id, &proto::reply("CONFIG_CHANGED", 0, epoch, json!({"vnic": vnic, "reason": "the vNIC was removed or recreated by a config reload: attach again"})));
+                self.close(app, id, "config reload");
+            }
+        }
+        let r = app
+            .commit_reload(prepared, &src)
+            .map_err(|e| ProtoError::new(Code::ReloadFailed, e.to_string()))?;
+        let raw = &app.config().raw;
+        self.heartbeat = Duration::from_millis(raw.heartbeat_timeout_ms as u64);
+        self.admin_uids = raw.admin_uids.clone();
+        tracing::info!(generation = r.generation, steps = ?r.steps, took_us = r.took_us, "config reloaded");
+        Ok(r)
     }
 
     /// Sessions open now (control and admin).

@@ -37,6 +37,14 @@ enum Cmd {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Reload the config (the file vnicd runs, or FILE): only the differences are applied.
+    Reload { file: Option<PathBuf> },
+    /// The running config, what a file would change, or the reload history.
+    Config {
+        #[arg(value_parser = ["show", "diff", "history"])]
+        what: String,
+        file: Option<PathBuf>,
+    },
     /// Turn automatic fail-back to the best-priority device on or off (a manual failover to a
     /// lower priority turns it off).
     AutoFailback {
@@ -84,6 +92,12 @@ fn run(a: &Args) -> Result<(), ClientError> {
         Cmd::Show { vnic } => ("SHOW", json!({"vnic": vnic})),
         Cmd::Detach { vnic } => ("DETACH", json!({"vnic": vnic})),
         Cmd::Failover { vnic, to } => ("FAILOVER", json!({"vnic": vnic, "to": to})),
+        Cmd::Reload { file } => ("RELOAD", json!({"path": file.as_ref().map(|f| abs(f))})),
+        Cmd::Config { what, file } if what == "diff" => (
+            "CONFIG_DIFF",
+            json!({"path": file.as_ref().map(|f| abs(f))}),
+        ),
+        Cmd::Config { .. } => ("CONFIG_SHOW", json!({})),
         Cmd::AutoFailback { vnic, state } => (
             "AUTO_FAILBACK",
             json!({"vnic": vnic, "enabled": state == "on"}),
@@ -230,6 +244,46 @@ fn run(a: &Args) -> Result<(), ClientError> {
             s(&r["reason"])
         ),
         Cmd::AutoFailback { vnic, state } => println!("{vnic}: automatic fail-back {state}"),
+        Cmd::Reload { .. } => {
+            println!(
+                "reloaded: config generation {} in {} us",
+                r["generation"], r["took_us"]
+            );
+            for st in r["steps"].as_array().into_iter().flatten() {
+                println!("  {}", s(st));
+            }
+        }
+        Cmd::Config { what, .. } if what == "diff" => {
+            let steps = r["steps"].as_array().cloned().unwrap_or_default();
+            if steps.is_empty() {
+                println!("no change");
+            }
+            for st in steps {
+                println!("  {}", s(&st));
+            }
+        }
+        Cmd::Config { what, .. } if what == "history" => {
+            for h in r["history"].as_array().into_iter().flatten() {
+                println!(
+                    "generation {:<4} {:<6} {:>8} us  {}  {}",
+                    s(&h["generation"]),
+                    if h["ok"] == true { "ok" } else { "FAILED" },
+                    s(&h["took_us"]),
+                    s(&h["source"]),
+                    h["error"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| h["steps"]
+                            .as_array()
+                            .map(|a| a.iter().map(s).collect::<Vec<_>>().join("; "))
+                            .unwrap_or_default())
+                );
+            }
+        }
+        Cmd::Config { .. } => println!(
+            "{}",
+            serde_json::to_string_pretty(&r["config"]).unwrap_or_default()
+        ),
         Cmd::Backing {
             action,
             vnic,
@@ -249,6 +303,13 @@ fn run(a: &Args) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+fn abs(p: &std::path::Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
 }
 
 fn s(v: &Value) -> String {

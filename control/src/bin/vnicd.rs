@@ -128,6 +128,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(p) = &args.config {
+        server.set_config_path(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    }
+    // SIGHUP re-reads the config file (the handler only sets a flag).
+    let hup = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        eprintln!("cannot install the SIGHUP handler: {e}");
+    }
     let first = app.status();
     eprintln!(
         "vnicd: up in {:.0} ms (DPDK {}, EAL: {}); control socket {}, admin socket {}",
@@ -178,6 +186,23 @@ fn main() -> ExitCode {
         }
         // The control thread's work: client sessions, admin requests, heartbeats, link pushes.
         server.poll(&mut app, Duration::from_millis(1));
+        if hup.swap(false, Ordering::Relaxed) {
+            match server.reload(&mut app, None, "SIGHUP") {
+                Ok(r) => eprintln!(
+                    "vnicd: reloaded (generation {}): {}",
+                    r.generation,
+                    if r.steps.is_empty() {
+                        "no change".to_string()
+                    } else {
+                        r.steps.join("; ")
+                    }
+                ),
+                Err(e) => eprintln!(
+                    "vnicd: reload refused, running config unchanged: {}",
+                    e.message
+                ),
+            }
+        }
     }
     drop(server);
     let fin = app.status();
