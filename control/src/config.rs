@@ -278,6 +278,10 @@ pub struct RawConfig {
     /// Status line interval in ms (100..=60000, default 1000).
     #[serde(default = "default_stats_interval")]
     pub stats_interval_ms: u32,
+    /// Reload by itself when the config file changes (inotify). A half-written file fails
+    /// validation and changes nothing; the complete one is applied.
+    #[serde(default)]
+    pub watch_config: bool,
     /// vNICs (at most 1024).
     pub vnics: Vec<VnicConfig>,
 }

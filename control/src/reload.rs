@@ -123,6 +123,11 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Step>, ConfigErrors> {
             what: format!("admin_uids {:?}", n.admin_uids),
         });
     }
+    if o.watch_config != n.watch_config {
+        steps.push(Step::Global {
+            what: format!("watch_config {}", n.watch_config),
+        });
+    }
     if o.stats_interval_ms != n.stats_interval_ms {
         steps.push(Step::Global {
             what: format!("stats_interval_ms {}", n.stats_interval_ms),

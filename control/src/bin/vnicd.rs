@@ -160,6 +160,10 @@ fn main() -> ExitCode {
         );
     }
 
+    // Optional file watch: changes to the config file trigger the same reload as SIGHUP.
+    let changed = Arc::new(AtomicBool::new(false));
+    let mut watcher: Option<notify::RecommendedWatcher> = None;
+    let mut last_change: Option<Instant> = None;
     let t0 = Instant::now();
     let mut prev = first.clone();
     let mut prev_t = Instant::now();
@@ -186,8 +190,31 @@ fn main() -> ExitCode {
         }
         // The control thread's work: client sessions, admin requests, heartbeats, link pushes.
         server.poll(&mut app, Duration::from_millis(1));
-        if hup.swap(false, Ordering::Relaxed) {
-            match server.reload(&mut app, None, "SIGHUP") {
+        let want_watch = app.config().raw.watch_config && args.config.is_some();
+        if want_watch != watcher.is_some() {
+            watcher = if want_watch {
+                watch(args.config.as_deref(), changed.clone())
+            } else {
+                None
+            };
+        }
+        // Let a burst of writes settle (an editor writes in pieces) before reloading.
+        if changed.swap(false, Ordering::Relaxed) {
+            last_change = Some(Instant::now());
+        }
+        let watch_due = last_change.is_some_and(|t| t.elapsed() >= Duration::from_millis(100));
+        if watch_due {
+            last_change = None;
+        }
+        let source = if hup.swap(false, Ordering::Relaxed) {
+            Some("SIGHUP")
+        } else if watch_due {
+            Some("file watch")
+        } else {
+            None
+        };
+        if let Some(source) = source {
+            match server.reload(&mut app, None, source) {
                 Ok(r) => eprintln!(
                     "vnicd: reloaded (generation {}): {}",
                     r.generation,
@@ -221,6 +248,36 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Watch the config file's directory (editors replace files by rename) for changes to the file.
+fn watch(
+    path: Option<&std::path::Path>,
+    flag: Arc<AtomicBool>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let path = std::fs::canonicalize(path?).ok()?;
+    let dir = path.parent()?.to_path_buf();
+    let name = path.file_name()?.to_os_string();
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
+            {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    })
+    .map_err(|e| eprintln!("vnicd: cannot watch the config file: {e}"))
+    .ok()?;
+    if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        eprintln!("vnicd: cannot watch {}: {e}", dir.display());
+        return None;
+    }
+    eprintln!("vnicd: watching {} for changes", path.display());
+    Some(w)
 }
 
 fn state_word(s: &vnic_control::appliance::BackingState) -> String {
