@@ -21,6 +21,7 @@ use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
 
 mod clientbench;
 mod failbench;
+mod reloadbench;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +34,8 @@ enum Scenario {
     Attach,
     /// Outage on an unplanned failover (peer killed) and loss on a planned one.
     Failover,
+    /// Reload latency on a 256-vNIC config and loss on untouched vNICs.
+    Reload,
     All,
 }
 
@@ -185,6 +188,7 @@ fn run(args: Args) -> Res<()> {
             Scenario::Client,
             Scenario::Attach,
             Scenario::Failover,
+            Scenario::Reload,
         ],
         s => vec![s],
     };
@@ -240,6 +244,7 @@ fn run(args: Args) -> Res<()> {
     let mut client_json = serde_json::Value::Null;
     let mut attach_json = serde_json::Value::Null;
     let mut failover_json = serde_json::Value::Null;
+    let mut reload_json = serde_json::Value::Null;
     let result = result.and_then(|()| {
         if all.contains(&Scenario::Client) {
             eprintln!("client: in-core reflect vs vnic-client reflect process, {rounds} rounds");
@@ -315,6 +320,22 @@ fn run(args: Args) -> Res<()> {
                 }
             }
             failover_json = serde_json::json!({"rate": rate, "trials": t, "summary": rows});
+        }
+        if all.contains(&Scenario::Reload) {
+            let reloads = if args.quick { 20 } else { 100 };
+            // Each vNIC's backing device is an ethdev port, and Debian's DPDK has 32 of them:
+            // the largest config here is 31 vNICs plus the one added and removed.
+            let n = vnic_dataplane::MAX_PORTS as usize - 1;
+            eprintln!("reload: {reloads} reloads of one vNIC beside {n} busy ones (RTE_MAX_ETHPORTS = {})", vnic_dataplane::MAX_PORTS);
+            let r = reloadbench::run(&env.vnicd, &env.dir, n, reloads)?;
+            println!();
+            println!("| reload (1 vNIC added or removed beside {n} busy ones) | p50 | p99 | max | drops on untouched vNICs |");
+            println!("|---|---:|---:|---:|---:|");
+            println!(
+                "| {} reloads | {:.2} ms | {:.2} ms | {:.2} ms | {} (of {} frames they moved meanwhile) |",
+                r.reloads, r.p50_ms, r.p99_ms, r.max_ms, r.untouched_drops, r.untouched_packets
+            );
+            reload_json = serde_json::to_value(&r)?;
         }
         Ok(())
     });
@@ -415,7 +436,7 @@ fn run(args: Args) -> Res<()> {
         "cores": {"wire": 0, "dut": 1, "dut_main": 0},
         "rounds": rounds, "seconds": seconds, "seed_bursts": env.seed_bursts,
         "trials": trials, "summary": summaries,
-        "client": client_json, "attach": attach_json, "failover": failover_json,
+        "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json,
         "duration_s": started.elapsed().as_secs_f64(),
     });
     let path = args.json.unwrap_or_else(|| {

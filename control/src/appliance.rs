@@ -400,6 +400,9 @@ fn new_token() -> String {
 }
 
 fn pool_size(v: &config::VnicConfig) -> u32 {
+    if let Some(n) = v.mbufs {
+        return n;
+    }
     let per_dev = v.queues * (VF_DESC as u32 * 2);
     let need =
         v.backing.len() as u32 * per_dev + v.queues * 2 * v.ring_depth + 4 * POOL_CACHE + 1024;

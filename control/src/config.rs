@@ -211,6 +211,10 @@ pub struct VnicConfig {
     /// The client's IPv4 addresses, for gratuitous ARP after a switch.
     #[serde(default)]
     pub ipv4: Vec<String>,
+    /// Mbufs in the vNIC's pool (1023..=1048575). Default: enough for every device's descriptors
+    /// and the client rings (8191 for one device and the default ring depth).
+    #[serde(default)]
+    pub mbufs: Option<u32>,
 }
 
 fn default_uids() -> Vec<u32> {
@@ -714,6 +718,16 @@ impl RawConfig {
                     );
                 }
             }
+        }
+        let devices: usize = self.vnics.iter().map(|v| v.backing.len()).sum();
+        if devices > vnic_dataplane::MAX_PORTS as usize {
+            err(
+                "vnics".into(),
+                format!(
+                    "{devices} backing devices in all, but this DPDK build supports at most {} ports (RTE_MAX_ETHPORTS)",
+                    vnic_dataplane::MAX_PORTS
+                ),
+            );
         }
         if errs.is_empty() {
             Ok(Config {

@@ -161,6 +161,9 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Step>, ConfigErrors> {
         if ov.ring_depth != nv.ring_depth {
             why.push("ring_depth");
         }
+        if ov.mbufs != nv.mbufs {
+            why.push("mbufs");
+        }
         if !why.is_empty() {
             steps.push(Step::RecreateVnic {
                 vnic: nv.name.clone(),

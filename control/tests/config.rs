@@ -262,3 +262,21 @@ fn eal_mapping_follows_hugepage_policy() {
     let c = parse(&v.to_string()).unwrap();
     assert_eq!(eal_options(&c, true).unwrap().memory, Memory::NoHuge);
 }
+
+#[test]
+fn more_backing_devices_than_dpdk_ports_are_refused() {
+    let mut v = base();
+    let vnics: Vec<_> = (0..17)
+        .map(|i| {
+            serde_json::json!({"name": format!("v{i}"), "mac": format!("02:00:00:00:01:{:02x}", i + 1), "backing": [
+                {"name": format!("a{i}"), "devargs": format!("net_null{}", 2 * i), "port_label": "p0"},
+                {"name": format!("b{i}"), "devargs": format!("net_null{}", 2 * i + 1), "port_label": "p1"}]})
+        })
+        .collect();
+    v["vnics"] = vnics.into();
+    assert_err(
+        &errs(v),
+        "vnics",
+        "34 backing devices in all, but this DPDK build supports at most 32 ports",
+    );
+}

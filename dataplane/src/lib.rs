@@ -26,6 +26,10 @@ pub use worker::{
     Announce, FwdTable, IdleBackoff, InlineClient, InlineMode, Launch, QueueEntry, VnicSlot, Worker,
 };
 
+/// Most ethdev ports this DPDK build supports (Debian's 22.11 is built with 32): every backing
+/// device is one port.
+pub const MAX_PORTS: u32 = dpdk_sys::RTE_MAX_ETHPORTS;
+
 /// The socket id for allocations on the caller's NUMA node.
 pub fn socket_id() -> i32 {
     // SAFETY: plain query.
