@@ -341,11 +341,14 @@ impl Port {
         Ok(())
     }
 
-    /// Stop the port. The caller guarantees no data core polls it any more.
+    /// Stop the port. The caller guarantees no data core polls it any more. Frames waiting in
+    /// its rx queues go back to their pool first (a software wire such as net_ring would keep
+    /// them).
     pub fn stop(&mut self) -> Result<()> {
         if !self.started {
             return Ok(());
         }
+        self.drain_rx();
         self.started = false;
         // SAFETY: valid port; quiesced by the caller.
         let ret = unsafe { dpdk_sys::rte_eth_dev_stop(self.id.0) };
@@ -408,6 +411,28 @@ impl Port {
     pub fn restart(&mut self) -> Result<()> {
         let _ = self.stop();
         self.start()
+    }
+
+    /// Receive and free whatever waits in the rx queues (at teardown, after every data core
+    /// stopped: a software wire such as net_ring would otherwise keep those mbufs). Returns the
+    /// count.
+    pub fn drain_rx(&self) -> usize {
+        let mut n = 0;
+        let mut b = Burst::default();
+        for q in 0..self.queues {
+            let rxq = RxQueue {
+                port: self.id,
+                queue: QueueId(q),
+            };
+            // Bounded: some devices (net_null) never run dry.
+            for _ in 0..64 {
+                if rxq.rx_burst(&mut b) == 0 {
+                    break;
+                }
+                n += b.consume(0);
+            }
+        }
+        n
     }
 
     /// Rx queue `q`, if configured.
