@@ -555,10 +555,18 @@ impl RawConfig {
                     p.clone(),
                     format!("core {} is not in eal.cores {:?}", d.core, e.cores),
                 );
-            } else if d.core == e.main_core {
+            } else if d.core == e.main_core
+                && !(d.launch == LaunchKind::Thread && d.idle_sleep_us > 0)
+            {
+                // An EAL lcore cannot be the main lcore; a pinned thread may share the control
+                // thread's CPU, but only if it backs off when idle (else it starves the control
+                // thread).
                 err(
                     p.clone(),
-                    format!("core {} is the main (control) core", d.core),
+                    format!(
+                        "core {} is the main (control) core (only a \"thread\" data core with idle_sleep_us > 0 may share it)",
+                        d.core
+                    ),
                 );
             }
             if !seen_cores.insert(d.core) {

@@ -332,3 +332,43 @@ fn a_client_of_a_recreated_vnic_is_told_and_attaches_again() {
     c.detach().unwrap();
     fx.finish();
 }
+
+#[test]
+fn moving_a_vnic_between_data_cores_loses_nothing() {
+    // Two data cores on this 2-CPU machine: the lcore on CPU 1, and a pinned thread that shares
+    // the control CPU (allowed because it backs off when idle).
+    let two_cores = json!([{"core": 1, "idle_sleep_us": 20}, {"core": 0, "launch": "thread", "idle_sleep_us": 20}]);
+    let tc = two_cores.clone();
+    let fx = common::start_with(60_000, move |j| {
+        j["vnics"].as_array_mut().unwrap().truncate(2);
+        j["data_cores"] = tc;
+    });
+    let mut cfg = base_config(&fx);
+    cfg["data_cores"] = two_cores;
+    assert_eq!(fx.vnic("vnic0")["data_core"], 1);
+    let (mut c, stop, h) = traffic(&fx);
+    for (k, core) in [0, 1, 0, 1, 0, 1].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(50));
+        cfg["vnics"][0]["data_core"] = core.into();
+        let r = reload(&fx, &cfg).unwrap();
+        assert_eq!(
+            r["steps"][0],
+            format!("move vNIC vnic0 from core {} to {core}", 1 - core),
+            "{k}: {r}"
+        );
+        assert_eq!(fx.vnic("vnic0")["data_core"], core);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    stop.store(true, Ordering::Relaxed);
+    let (sent, got) = h.join().unwrap();
+    assert!(sent > 500, "{sent}");
+    assert_eq!(got, sent, "frames lost while moving between cores");
+    let v = fx.vnic("vnic0");
+    assert_eq!(
+        (v["rx_packets"].as_u64(), v["tx_packets"].as_u64()),
+        (Some(sent as u64), Some(sent as u64)),
+        "counters follow the vNIC across cores"
+    );
+    c.detach().unwrap();
+    fx.finish();
+}
