@@ -86,12 +86,22 @@ fn sighup_and_file_watch_reload_the_running_daemon() {
         .to_string()
     };
     std::fs::write(&cfg_path, cfg(false, false)).unwrap();
-    let mut d = Command::new(env!("CARGO_BIN_EXE_vnicd"))
-        .args(["--quiet", "--config", cfg_path.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed if the test fails half way: no vnicd may outlive its test.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut d = Kill(
+        Command::new(env!("CARGO_BIN_EXE_vnicd"))
+            .args(["--quiet", "--config", cfg_path.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let generation = || -> Option<u64> {
         let mut a = vnic_control::client::Client::connect(&dir.join("a.sock")).ok()?;
         a.request("STATUS", serde_json::json!({})).ok()?["config_generation"].as_u64()
@@ -110,7 +120,7 @@ fn sighup_and_file_watch_reload_the_running_daemon() {
     wait_gen(0);
     std::fs::write(&cfg_path, cfg(true, true)).unwrap();
     assert!(Command::new("kill")
-        .args(["-HUP", &d.id().to_string()])
+        .args(["-HUP", &d.0.id().to_string()])
         .status()
         .unwrap()
         .success());
@@ -141,10 +151,10 @@ fn sighup_and_file_watch_reload_the_running_daemon() {
     );
     assert_eq!(show["config"]["vnics"].as_array().unwrap().len(), 1);
     assert!(Command::new("kill")
-        .args(["-TERM", &d.id().to_string()])
+        .args(["-TERM", &d.0.id().to_string()])
         .status()
         .unwrap()
         .success());
-    assert!(d.wait().unwrap().success(), "clean exit, no leak");
+    assert!(d.0.wait().unwrap().success(), "clean exit, no leak");
     let _ = std::fs::remove_dir_all(&dir);
 }
