@@ -22,6 +22,7 @@ use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
 mod clientbench;
 mod failbench;
 mod reloadbench;
+mod scalebench;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +37,10 @@ enum Scenario {
     Failover,
     /// Reload latency on a 256-vNIC config and loss on untouched vNICs.
     Reload,
+    /// memif forwarding at frame sizes 64..1518, vnicd vs testpmd io.
+    Sizes,
+    /// 1..32 vNICs on one data core (net_null, in-core bounce).
+    Scale,
     All,
 }
 
@@ -113,7 +118,10 @@ struct Summary {
     ratio_of_best: f64,
 }
 
+#[derive(Clone)]
 struct Env {
+    /// Frame length the wire seeds (memif).
+    frame_len: u32,
     dir: PathBuf,
     huge: bool,
     vnicd: PathBuf,
@@ -175,6 +183,7 @@ fn run(args: Args) -> Res<()> {
     let dir = std::env::temp_dir().join(format!("vnic-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let env = Env {
+        frame_len: 64,
         dir: dir.clone(),
         huge: vnic_dataplane::eal::host_hugepages_usable(),
         vnicd,
@@ -189,6 +198,8 @@ fn run(args: Args) -> Res<()> {
             Scenario::Attach,
             Scenario::Failover,
             Scenario::Reload,
+            Scenario::Sizes,
+            Scenario::Scale,
         ],
         s => vec![s],
     };
@@ -245,6 +256,8 @@ fn run(args: Args) -> Res<()> {
     let mut attach_json = serde_json::Value::Null;
     let mut failover_json = serde_json::Value::Null;
     let mut reload_json = serde_json::Value::Null;
+    let mut sizes_json = serde_json::Value::Null;
+    let mut scale_json = serde_json::Value::Null;
     let result = result.and_then(|()| {
         if all.contains(&Scenario::Client) {
             eprintln!("client: in-core reflect vs vnic-client reflect process, {rounds} rounds");
@@ -336,6 +349,50 @@ fn run(args: Args) -> Res<()> {
                 r.reloads, r.p50_ms, r.p99_ms, r.max_ms, r.untouched_drops, r.untouched_packets
             );
             reload_json = serde_json::to_value(&r)?;
+        }
+        if all.contains(&Scenario::Sizes) {
+            let sizes = [64u32, 128, 256, 512, 1024, 1518];
+            let reps = if args.quick { 1 } else { 3 };
+            eprintln!("sizes: memif, vnicd-lcore vs testpmd-io at {sizes:?}, {reps} rounds");
+            let mut rows = Vec::new();
+            println!();
+            println!("| frame bytes | testpmd-io Mpps | vnicd Mpps | vnicd Gbit/s | vnicd / testpmd (median per-round) |");
+            println!("|---:|---:|---:|---:|---:|");
+            for len in sizes {
+                let e = Env { frame_len: len, ..env.clone() };
+                let (mut a, mut b, mut r) = (Vec::new(), Vec::new(), Vec::new());
+                for round in 0..reps {
+                    let order = if round % 2 == 0 { [Dut::TestpmdIo, Dut::VnicdLcore] } else { [Dut::VnicdLcore, Dut::TestpmdIo] };
+                    let mut got = [0.0f64; 2];
+                    for d in order {
+                        let t = trial(&e, Scenario::Memif, d, round)?;
+                        got[(d == Dut::VnicdLcore) as usize] = t.mpps;
+                    }
+                    a.push(got[0]);
+                    b.push(got[1]);
+                    r.push(got[1] / got[0]);
+                }
+                let (ma, mb, mr) = (median(&a), median(&b), median(&r));
+                // On the wire a frame also costs 20 bytes of preamble and gap.
+                let gbps = mb * 1e6 * (len as f64 + 20.0) * 8.0 / 1e9;
+                println!("| {len} | {ma:.2} | {mb:.2} | {gbps:.1} | {mr:.3} |");
+                eprintln!("  {len} B: testpmd {ma:.2} Mpps, vnicd {mb:.2} Mpps ({mr:.3})");
+                rows.push(serde_json::json!({"frame_len": len, "testpmd_mpps": a, "vnicd_mpps": b, "median_ratio": mr}));
+            }
+            sizes_json = serde_json::json!(rows);
+        }
+        if all.contains(&Scenario::Scale) {
+            let counts = [1usize, 8, 16, 32];
+            let reps = if args.quick { 1 } else { 3 };
+            eprintln!("scale: {counts:?} vNICs on one data core, {reps} rounds");
+            let r = scalebench::run(&env.vnicd, &env.dir, &counts, reps, seconds)?;
+            println!();
+            println!("| vNICs on one data core | median Mpps (all vNICs) | vs 1 vNIC |");
+            println!("|---:|---:|---:|");
+            for x in &r {
+                println!("| {} | {:.2} | {:.3} |", x.vnics, x.median_mpps, x.vs_one);
+            }
+            scale_json = serde_json::to_value(&r)?;
         }
         Ok(())
     });
@@ -436,7 +493,7 @@ fn run(args: Args) -> Res<()> {
         "cores": {"wire": 0, "dut": 1, "dut_main": 0},
         "rounds": rounds, "seconds": seconds, "seed_bursts": env.seed_bursts,
         "trials": trials, "summary": summaries,
-        "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json,
+        "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "sizes": sizes_json, "scale": scale_json,
         "duration_s": started.elapsed().as_secs_f64(),
     });
     let path = args.json.unwrap_or_else(|| {
@@ -544,6 +601,9 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
             let mpps = match wire.as_mut() {
                 Some(w) => {
                     w.wait_links(&[0, 1], Duration::from_secs(10))?;
+                    if env.frame_len != 64 {
+                        w.cmd(&format!("set txpkts {}", env.frame_len))?;
+                    }
                     w.cmd(&format!("start tx_first {}", env.seed_bursts))?;
                     let r = window(w, env, true)?;
                     w.cmd("stop")?;
@@ -612,6 +672,9 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
             let wire_mpps = match wire.as_mut() {
                 Some(w) => {
                     w.wait_links(&[0, 1], Duration::from_secs(10))?;
+                    if env.frame_len != 64 {
+                        w.cmd(&format!("set txpkts {}", env.frame_len))?;
+                    }
                     w.cmd(&format!("start tx_first {}", env.seed_bursts))?;
                     let r = window(w, env, true)?;
                     w.cmd("stop")?;
