@@ -68,6 +68,94 @@ struct Args {
     /// memif: bursts of 32 seeded per wire port (`start tx_first N`).
     #[arg(long, default_value_t = 8)]
     seed_bursts: u32,
+    #[command(subcommand)]
+    cmd: Option<Sub>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Compare two result files (A = before, B = after).
+    Compare { a: PathBuf, b: PathBuf },
+}
+
+/// Print what changed between two result files, figure by figure.
+fn compare(a: &Path, b: &Path) -> Res<()> {
+    let load = |p: &Path| -> Res<serde_json::Value> {
+        let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(serde_json::from_str(&t).map_err(|e| format!("{}: {e}", p.display()))?)
+    };
+    let (ja, jb) = (load(a)?, load(b)?);
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let key = |s: &serde_json::Value| {
+        format!(
+            "{} {}",
+            s["scenario"].as_str().unwrap_or("?"),
+            s["dut"].as_str().unwrap_or("?")
+        )
+    };
+    for sa in ja["summary"].as_array().into_iter().flatten() {
+        if let Some(sb) = jb["summary"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|sb| key(sb) == key(sa))
+        {
+            for f in ["median_mpps", "median_round_ratio"] {
+                if let (Some(x), Some(y)) = (sa[f].as_f64(), sb[f].as_f64()) {
+                    rows.push((format!("{} {f}", key(sa)), x, y));
+                }
+            }
+        }
+    }
+    for f in ["p50_ms", "p99_ms", "untouched_drops"] {
+        if let (Some(x), Some(y)) = (ja["reload"][f].as_f64(), jb["reload"][f].as_f64()) {
+            rows.push((format!("reload {f}"), x, y));
+        }
+    }
+    for (ra, rb) in ja["scale"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(jb["scale"].as_array().into_iter().flatten())
+    {
+        if let (Some(x), Some(y)) = (ra["median_mpps"].as_f64(), rb["median_mpps"].as_f64()) {
+            rows.push((format!("scale {} vNICs Mpps", ra["vnics"]), x, y));
+        }
+    }
+    for (ra, rb) in ja["failover"]["summary"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(jb["failover"]["summary"].as_array().into_iter().flatten())
+    {
+        if let (Some(x), Some(y)) = (ra["median"].as_f64(), rb["median"].as_f64()) {
+            rows.push((
+                format!("failover {} {} median", s(&ra["kind"]), s(&ra["metric"])),
+                x,
+                y,
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return Err("no figure appears in both files".into());
+    }
+    println!("| figure | {} | {} | change |", a.display(), b.display());
+    println!("|---|---:|---:|---:|");
+    for (k, x, y) in rows {
+        let change = if x != 0.0 {
+            format!("{:+.1} %", (y - x) / x * 100.0)
+        } else {
+            "-".into()
+        };
+        println!("| {k} | {x:.3} | {y:.3} | {change} |");
+    }
+    Ok(())
+}
+
+fn s(v: &serde_json::Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,8 +219,45 @@ struct Env {
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Print a line and keep it for the Markdown report.
+macro_rules! out {
+    ($md:ident, $($t:tt)*) => {{
+        let line = format!($($t)*);
+        println!("{line}");
+        $md.push_str(&line);
+        $md.push('\n');
+    }};
+}
+
+/// Set by SIGINT/SIGTERM: the run stops at the next trial, cleans up and writes what it has.
+fn stop_flag() -> &'static std::sync::Arc<std::sync::atomic::AtomicBool> {
+    static STOP: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+        std::sync::OnceLock::new();
+    STOP.get_or_init(Default::default)
+}
+
+fn check_stop() -> Res<()> {
+    if stop_flag().load(std::sync::atomic::Ordering::Relaxed) {
+        return Err("interrupted".into());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop_flag().clone());
+    }
+    let args = Args::parse();
+    if let Some(Sub::Compare { a, b }) = &args.cmd {
+        return match compare(a, b) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vnic-bench compare: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vnic-bench: {e}");
@@ -164,6 +289,7 @@ fn cpu_model() -> String {
 }
 
 fn run(args: Args) -> Res<()> {
+    let mut md = String::new();
     let rounds = args.rounds.unwrap_or(if args.quick { 3 } else { 7 });
     let seconds = args.seconds.unwrap_or(if args.quick { 2.0 } else { 3.0 });
     if rounds == 0 || !(seconds > 0.0 && seconds.is_finite()) {
@@ -238,6 +364,7 @@ fn run(args: Args) -> Res<()> {
                         d.name(),
                         eta.map(|e| format!("{e:.0}s")).unwrap_or("-".into())
                     );
+                    check_stop()?;
                     let t = trial(&env, sc, d, r)?;
                     eprintln!(
                         "{:.2} Mpps{}",
@@ -264,23 +391,23 @@ fn run(args: Args) -> Res<()> {
             let t = clientbench::client_trials(&env.vnicd, &env.dir, rounds, seconds)?;
             let med = |k: &str| median(&t.iter().filter(|x| x.client == k).map(|x| x.mpps).collect::<Vec<_>>());
             let (inc, proc_) = (med("in-core"), med("process"));
-            println!();
-            println!("| client | median Mpps (vNIC tx) |");
-            println!("|---|---:|");
-            println!("| in-core reflect on the data core (CPU 1) | {inc:.2} |");
-            println!("| vnic-client reflect process (CPU 0), zero copy | {proc_:.2} |");
-            println!("process / in-core: {:.3}", proc_ / inc);
+            out!(md, "");
+            out!(md, "| client | median Mpps (vNIC tx) |");
+            out!(md, "|---|---:|");
+            out!(md, "| in-core reflect on the data core (CPU 1) | {inc:.2} |");
+            out!(md, "| vnic-client reflect process (CPU 0), zero copy | {proc_:.2} |");
+            out!(md, "process / in-core: {:.3}", proc_ / inc);
             client_json = serde_json::json!({"trials": t, "median_in_core_mpps": inc, "median_process_mpps": proc_, "ratio": proc_ / inc});
         }
         if all.contains(&Scenario::Attach) {
             let cycles = if args.quick { 200 } else { 1000 };
             eprintln!("attach: {cycles} ATTACH/DETACH cycles");
             let (a, d) = clientbench::attach_latency(&env.vnicd, &env.dir, cycles)?;
-            println!();
-            println!("| op | samples | p50 µs | p90 µs | p99 µs | max µs |");
-            println!("|---|---:|---:|---:|---:|---:|");
+            out!(md, "");
+            out!(md, "| op | samples | p50 µs | p90 µs | p99 µs | max µs |");
+            out!(md, "|---|---:|---:|---:|---:|---:|");
             for (n, l) in [("ATTACH", &a), ("DETACH", &d)] {
-                println!("| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} |", l.samples, l.p50_us, l.p90_us, l.p99_us, l.max_us);
+                out!(md, "| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} |", l.samples, l.p50_us, l.p90_us, l.p99_us, l.max_us);
             }
             attach_json = serde_json::json!({"attach": a, "detach": d});
         }
@@ -294,6 +421,7 @@ fn run(args: Args) -> Res<()> {
             let mut t = Vec::new();
             for r in 0..reps {
                 for planned in [false, true] {
+                    check_stop()?;
                     let x = failbench::trial(&env.vnicd, &env.dir, planned, rate)?;
                     eprintln!(
                         "  {:>2} {:<9} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us, vnicd drops rx {} tx {}",
@@ -315,9 +443,9 @@ fn run(args: Args) -> Res<()> {
                 v[((v.len() - 1) as f64 * q).round() as usize]
             };
             let mut rows = Vec::new();
-            println!();
-            println!("| failover | metric | median | p99 | max |");
-            println!("|---|---|---:|---:|---:|");
+            out!(md, "");
+            out!(md, "| failover | metric | median | p99 | max |");
+            out!(md, "|---|---|---:|---:|---:|");
             for planned in [false, true] {
                 let sel: Vec<&failbench::FailTrial> = t.iter().filter(|x| x.planned == planned).collect();
                 let kind = if planned { "planned" } else { "unplanned (peer killed)" };
@@ -328,7 +456,7 @@ fn run(args: Args) -> Res<()> {
                     ("switch µs", sel.iter().map(|x| x.switch_us as f64).collect()),
                 ] {
                     let (m, p, x) = (pct(&mut v, 0.5), pct(&mut v, 0.99), pct(&mut v, 1.0));
-                    println!("| {kind} | {metric} | {m:.2} | {p:.2} | {x:.2} |");
+                    out!(md, "| {kind} | {metric} | {m:.2} | {p:.2} | {x:.2} |");
                     rows.push(serde_json::json!({"kind": kind, "metric": metric, "median": m, "p99": p, "max": x}));
                 }
             }
@@ -341,10 +469,10 @@ fn run(args: Args) -> Res<()> {
             let n = vnic_dataplane::MAX_PORTS as usize - 1;
             eprintln!("reload: {reloads} reloads of one vNIC beside {n} busy ones (RTE_MAX_ETHPORTS = {})", vnic_dataplane::MAX_PORTS);
             let r = reloadbench::run(&env.vnicd, &env.dir, n, reloads)?;
-            println!();
-            println!("| reload (1 vNIC added or removed beside {n} busy ones) | p50 | p99 | max | drops on untouched vNICs |");
-            println!("|---|---:|---:|---:|---:|");
-            println!(
+            out!(md, "");
+            out!(md, "| reload (1 vNIC added or removed beside {n} busy ones) | p50 | p99 | max | drops on untouched vNICs |");
+            out!(md, "|---|---:|---:|---:|---:|");
+            out!(md,
                 "| {} reloads | {:.2} ms | {:.2} ms | {:.2} ms | {} (of {} frames they moved meanwhile) |",
                 r.reloads, r.p50_ms, r.p99_ms, r.max_ms, r.untouched_drops, r.untouched_packets
             );
@@ -355,9 +483,9 @@ fn run(args: Args) -> Res<()> {
             let reps = if args.quick { 1 } else { 3 };
             eprintln!("sizes: memif, vnicd-lcore vs testpmd-io at {sizes:?}, {reps} rounds");
             let mut rows = Vec::new();
-            println!();
-            println!("| frame bytes | testpmd-io Mpps | vnicd Mpps | vnicd Gbit/s | vnicd / testpmd (median per-round) |");
-            println!("|---:|---:|---:|---:|---:|");
+            out!(md, "");
+            out!(md, "| frame bytes | testpmd-io Mpps | vnicd Mpps | vnicd Gbit/s | vnicd / testpmd (median per-round) |");
+            out!(md, "|---:|---:|---:|---:|---:|");
             for len in sizes {
                 let e = Env { frame_len: len, ..env.clone() };
                 let (mut a, mut b, mut r) = (Vec::new(), Vec::new(), Vec::new());
@@ -365,6 +493,7 @@ fn run(args: Args) -> Res<()> {
                     let order = if round % 2 == 0 { [Dut::TestpmdIo, Dut::VnicdLcore] } else { [Dut::VnicdLcore, Dut::TestpmdIo] };
                     let mut got = [0.0f64; 2];
                     for d in order {
+                        check_stop()?;
                         let t = trial(&e, Scenario::Memif, d, round)?;
                         got[(d == Dut::VnicdLcore) as usize] = t.mpps;
                     }
@@ -375,7 +504,7 @@ fn run(args: Args) -> Res<()> {
                 let (ma, mb, mr) = (median(&a), median(&b), median(&r));
                 // On the wire a frame also costs 20 bytes of preamble and gap.
                 let gbps = mb * 1e6 * (len as f64 + 20.0) * 8.0 / 1e9;
-                println!("| {len} | {ma:.2} | {mb:.2} | {gbps:.1} | {mr:.3} |");
+                out!(md, "| {len} | {ma:.2} | {mb:.2} | {gbps:.1} | {mr:.3} |");
                 eprintln!("  {len} B: testpmd {ma:.2} Mpps, vnicd {mb:.2} Mpps ({mr:.3})");
                 rows.push(serde_json::json!({"frame_len": len, "testpmd_mpps": a, "vnicd_mpps": b, "median_ratio": mr}));
             }
@@ -386,11 +515,11 @@ fn run(args: Args) -> Res<()> {
             let reps = if args.quick { 1 } else { 3 };
             eprintln!("scale: {counts:?} vNICs on one data core, {reps} rounds");
             let r = scalebench::run(&env.vnicd, &env.dir, &counts, reps, seconds)?;
-            println!();
-            println!("| vNICs on one data core | median Mpps (all vNICs) | vs 1 vNIC |");
-            println!("|---:|---:|---:|");
+            out!(md, "");
+            out!(md, "| vNICs on one data core | median Mpps (all vNICs) | vs 1 vNIC |");
+            out!(md, "|---:|---:|---:|");
             for x in &r {
-                println!("| {} | {:.2} | {:.3} |", x.vnics, x.median_mpps, x.vs_one);
+                out!(md, "| {} | {:.2} | {:.3} |", x.vnics, x.median_mpps, x.vs_one);
             }
             scale_json = serde_json::to_value(&r)?;
         }
@@ -445,12 +574,13 @@ fn run(args: Args) -> Res<()> {
         }
     }
     if !summaries.is_empty() {
-        println!();
-        println!("| scenario | device under test | median Mpps | min | max | cycles/pkt | ratio of medians | median per-round ratio | ratio of best |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        out!(md, "");
+        out!(md, "| scenario | device under test | median Mpps | min | max | cycles/pkt | ratio of medians | median per-round ratio | ratio of best |");
+        out!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     }
     for s in &summaries {
-        println!(
+        out!(
+            md,
             "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {:.3} | {:.3} |",
             format!("{:?}", s.scenario).to_lowercase(),
             s.dut.name(),
@@ -465,9 +595,10 @@ fn run(args: Args) -> Res<()> {
             s.ratio_of_best
         );
     }
-    println!();
+    out!(md, "");
     for s in summaries.iter().filter(|s| s.dut != Dut::TestpmdIo) {
-        println!(
+        out!(
+            md,
             "{:?} {}: {:.3} x testpmd io (median per-round ratio); goal >= 0.95 {}",
             s.scenario,
             s.dut.name(),
@@ -509,6 +640,22 @@ fn run(args: Args) -> Res<()> {
         std::fs::create_dir_all(p)?;
     }
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
+    let header = format!(
+        "# vnic-bench {}\n\nCPU {cpu} x{}, DPDK {}, {}; {} s{}\n\n",
+        path.display(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        vnic_dataplane::eal::dpdk_version(),
+        if env.huge {
+            "hugepages"
+        } else {
+            "no hugepages"
+        },
+        started.elapsed().as_secs_f64().round(),
+        if incomplete { " (INCOMPLETE)" } else { "" }
+    );
+    std::fs::write(path.with_extension("md"), header + &md)?;
     eprintln!(
         "results written to {} ({:.0} s)",
         path.display(),
