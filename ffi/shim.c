@@ -5,8 +5,6 @@
 #include <rte_errno.h>
 #include <rte_lcore.h>
 #include <rte_cycles.h>
-#include <rte_pause.h>
-#include <rte_prefetch.h>
 #include <rte_ethdev.h>
 #include <rte_ring_peek_zc.h>
 #include "shim.h"
@@ -24,14 +22,6 @@ char *vnic_rte_pktmbuf_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, cha
 char *vnic_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
 uint32_t vnic_rte_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
 uint16_t vnic_rte_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
-/* Byte counting for a burst in one call: one FFI crossing per burst, not per packet. */
-void vnic_rte_pktmbuf_sum_len(struct rte_mbuf *const *mbufs, unsigned int n, uint64_t *bytes)
-{
-	uint64_t sum = 0;
-	for (unsigned int i = 0; i < n; i++)
-		sum += mbufs[i]->pkt_len;
-	*bytes += sum;
-}
 unsigned int vnic_rte_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n)
 { return rte_ring_enqueue_burst(r, objs, n, NULL); }
 unsigned int vnic_rte_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n)
@@ -50,8 +40,6 @@ unsigned int vnic_rte_lcore_id(void) { return rte_lcore_id(); }
 uint64_t vnic_rte_rdtsc(void) { return rte_rdtsc(); }
 uint64_t vnic_rte_get_tsc_hz(void) { return rte_get_tsc_hz(); }
 int vnic_rte_errno(void) { return rte_errno; }
-void vnic_rte_pause(void) { rte_pause(); }
-void vnic_rte_prefetch0(const void *p) { rte_prefetch0(p); }
 
 /* Zero-copy (in-place) ring access for clients, so that a client killed at any instant leaves
  * every mbuf in a ring that the server can recover (see vnic_ring_recover_client). */

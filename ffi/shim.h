@@ -16,7 +16,6 @@ char *vnic_rte_pktmbuf_mtod(struct rte_mbuf *m);
 char *vnic_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 uint32_t vnic_rte_pktmbuf_pkt_len(const struct rte_mbuf *m);
 uint16_t vnic_rte_pktmbuf_data_len(const struct rte_mbuf *m);
-void vnic_rte_pktmbuf_sum_len(struct rte_mbuf *const *mbufs, unsigned int n, uint64_t *bytes);
 unsigned int vnic_rte_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n);
 unsigned int vnic_rte_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n);
 unsigned int vnic_rte_ring_sp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n);
@@ -29,8 +28,6 @@ unsigned int vnic_rte_lcore_id(void);
 uint64_t vnic_rte_rdtsc(void);
 uint64_t vnic_rte_get_tsc_hz(void);
 int vnic_rte_errno(void);
-void vnic_rte_pause(void);
-void vnic_rte_prefetch0(const void *p);
 
 unsigned int vnic_ring_dequeue_zc_start(struct rte_ring *r, unsigned int n, void ***p1, unsigned int *n1, void ***p2);
 void vnic_ring_dequeue_zc_finish(struct rte_ring *r, unsigned int n);
