@@ -41,6 +41,8 @@ enum Scenario {
     Sizes,
     /// 1..32 vNICs on one data core (net_null, in-core bounce).
     Scale,
+    /// memif wire, vnicd with `vnic-client reflect` processes vs testpmd io in its place.
+    Pvp,
     All,
 }
 
@@ -164,6 +166,8 @@ enum Dut {
     TestpmdIo,
     VnicdLcore,
     VnicdThread,
+    /// vnicd with a `vnic-client reflect` process per vNIC (the real client path).
+    VnicdPvp,
 }
 
 impl Dut {
@@ -172,11 +176,20 @@ impl Dut {
             Dut::TestpmdIo => "testpmd-io",
             Dut::VnicdLcore => "vnicd-lcore",
             Dut::VnicdThread => "vnicd-thread",
+            Dut::VnicdPvp => "vnicd-pvp",
         }
     }
 }
 
 const DUTS: [Dut; 3] = [Dut::TestpmdIo, Dut::VnicdLcore, Dut::VnicdThread];
+
+/// The devices under test of a forwarding scenario.
+fn duts_for(sc: Scenario) -> Vec<Dut> {
+    match sc {
+        Scenario::Pvp => vec![Dut::TestpmdIo, Dut::VnicdPvp],
+        _ => DUTS.to_vec(),
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 struct Trial {
@@ -326,13 +339,14 @@ fn run(args: Args) -> Res<()> {
             Scenario::Reload,
             Scenario::Sizes,
             Scenario::Scale,
+            Scenario::Pvp,
         ],
         s => vec![s],
     };
     let scenarios: Vec<Scenario> = all
         .iter()
         .copied()
-        .filter(|s| matches!(s, Scenario::Null | Scenario::Memif))
+        .filter(|s| matches!(s, Scenario::Null | Scenario::Memif | Scenario::Pvp))
         .collect();
     let cpu = cpu_model();
     eprintln!(
@@ -350,8 +364,9 @@ fn run(args: Args) -> Res<()> {
         for &sc in &scenarios {
             for r in 0..rounds {
                 // Rotate the order each round so drift on a noisy host hits every device alike.
-                let mut order = DUTS.to_vec();
-                order.rotate_left(r as usize % DUTS.len());
+                let mut order = duts_for(sc);
+                let k = order.len();
+                order.rotate_left(r as usize % k);
                 for d in order {
                     let n = trials.len() + 1;
                     let eta = (n > 1).then(|| {
@@ -544,7 +559,7 @@ fn run(args: Args) -> Res<()> {
         let base = of(Dut::TestpmdIo);
         let base_med = median(&base.iter().map(|t| t.mpps).collect::<Vec<_>>());
         let base_best = base.iter().map(|t| t.mpps).fold(0.0, f64::max);
-        for d in DUTS {
+        for d in duts_for(sc) {
             let ts = of(d);
             if ts.is_empty() {
                 continue;
@@ -681,7 +696,7 @@ fn sock(dir: &Path, i: usize) -> String {
 fn dut_vdevs(env: &Env, sc: Scenario) -> Vec<String> {
     (0..2)
         .map(|i| match sc {
-            Scenario::Memif => {
+            Scenario::Memif | Scenario::Pvp => {
                 format!("net_memif{i},role=client,socket={},id=0", sock(&env.dir, i))
             }
             _ => format!("net_null{i}"),
@@ -724,7 +739,7 @@ fn window(p: &mut Testpmd, env: &Env, rx: bool) -> Res<f64> {
 }
 
 fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
-    let mut wire = if sc == Scenario::Memif {
+    let mut wire = if matches!(sc, Scenario::Memif | Scenario::Pvp) {
         for i in 0..2 {
             let _ = std::fs::remove_file(sock(&env.dir, i));
         }
@@ -780,15 +795,23 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                 idle_share: None,
             }
         }
-        Dut::VnicdLcore | Dut::VnicdThread => {
-            let launch = if dut == Dut::VnicdLcore {
-                "lcore"
-            } else {
+        Dut::VnicdLcore | Dut::VnicdThread | Dut::VnicdPvp => {
+            let pvp = dut == Dut::VnicdPvp;
+            let launch = if dut == Dut::VnicdThread {
                 "thread"
+            } else {
+                "lcore"
             };
+            let mut eal = serde_json::json!({"cores": [0, 1], "main_core": 0, "memory_mb": 512});
+            if pvp {
+                // The clients are DPDK secondaries: they need shared hugepage memory.
+                eal["hugepages"] = "on".into();
+                eal["file_prefix"] = format!("vnicp{}", std::process::id()).into();
+            }
             let cfg = serde_json::json!({
-                "eal": {"cores": [0, 1], "main_core": 0, "memory_mb": 512},
-                "data_cores": [{"core": 1, "launch": launch, "idle_sleep_us": 0}],
+                "eal": eal,
+                // With client processes sharing CPU 1 the data core must yield when idle.
+                "data_cores": [{"core": 1, "launch": launch, "idle_sleep_us": if pvp { 50 } else { 0 }}],
                 "control_socket": env.dir.join("control.sock"),
                 "admin_socket": env.dir.join("admin.sock"),
                 "stats_interval_ms": 60000,
@@ -805,10 +828,13 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
             let mut cmd = Command::new(&env.vnicd);
             cmd.arg("--config")
                 .arg(&cfg_path)
-                .args(["--inline-client", "bounce", "--json-summary", "--quiet"])
+                .args(["--json-summary", "--quiet"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
+            if !pvp {
+                cmd.args(["--inline-client", "bounce"]);
+            }
             if sc == Scenario::Null {
                 // Totals since start over vnicd's own clock; null traffic is steady from the
                 // first burst, so no warm-up is needed.
@@ -816,6 +842,48 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
             }
             let mut g = Guard::new("vnicd", cmd.spawn()?);
             let (reader, ereader) = g.collect_output();
+            let mut clients = Vec::new();
+            if pvp {
+                let admin = env.dir.join("admin.sock");
+                let end = Instant::now() + Duration::from_secs(20);
+                while vnic_control::client::Client::connect(&admin).is_err() {
+                    if Instant::now() > end || !g.running() {
+                        return Err("vnicd did not come up".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                for i in 0..2 {
+                    let mut c = Command::new(env.vnicd.with_file_name("vnic-client"));
+                    c.args([
+                        "reflect",
+                        "--vnic",
+                        &format!("vnic{i}"),
+                        "--cpu",
+                        "1",
+                        "--quiet",
+                        "--socket",
+                    ])
+                    .arg(env.dir.join("control.sock"))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                    clients.push(Guard::new("vnic-client", c.spawn()?));
+                }
+                loop {
+                    let st = vnic_control::client::Client::connect(&admin)?
+                        .request("STATUS", serde_json::json!({}))?;
+                    if st["vnics"]
+                        .as_array()
+                        .is_some_and(|v| v.iter().all(|v| v["state"] == "attached"))
+                    {
+                        break;
+                    }
+                    if Instant::now() > end {
+                        return Err("the vnic-client processes did not attach".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let wire_mpps = match wire.as_mut() {
                 Some(w) => {
                     w.wait_links(&[0, 1], Duration::from_secs(10))?;
@@ -826,6 +894,9 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                     let r = window(w, env, true)?;
                     w.cmd("stop")?;
                     std::thread::sleep(Duration::from_millis(100));
+                    for c in &mut clients {
+                        c.stop(Duration::from_secs(5));
+                    }
                     g.signal(libc::SIGINT);
                     Some(r)
                 }
