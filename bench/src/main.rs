@@ -304,7 +304,7 @@ fn cpu_model() -> String {
 fn run(args: Args) -> Res<()> {
     let mut md = String::new();
     let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 7 });
-    let seconds = args.seconds.unwrap_or(if args.quick { 2.0 } else { 3.0 });
+    let seconds = args.seconds.unwrap_or(if args.quick { 1.5 } else { 3.0 });
     if rounds == 0 || !(seconds > 0.0 && seconds.is_finite()) {
         return Err("--rounds and --seconds must be positive".into());
     }
