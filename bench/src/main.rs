@@ -350,15 +350,23 @@ fn run(args: Args) -> Res<()> {
         .collect();
     let cpu = cpu_model();
     eprintln!(
-        "vnic-bench: {:?}, {rounds} rounds x {} devices, {seconds} s windows; CPU {cpu} x{}; DPDK {}; {}",
-        scenarios,
-        DUTS.len(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "vnic-bench: {:?}, {rounds} rounds, {seconds} s windows; CPU {cpu} x{}; DPDK {}; {}",
+        all,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         vnic_dataplane::eal::dpdk_version(),
-        if env.huge { "hugepages" } else { "no hugepages" }
+        if env.huge {
+            "hugepages"
+        } else {
+            "no hugepages"
+        }
     );
     let started = Instant::now();
-    let total = scenarios.len() * rounds as usize * DUTS.len();
+    let total: usize = scenarios
+        .iter()
+        .map(|&s| rounds as usize * duts_for(s).len())
+        .sum();
     let mut trials = Vec::new();
     let result = (|| -> Res<()> {
         for &sc in &scenarios {
