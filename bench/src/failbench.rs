@@ -51,7 +51,7 @@ fn wait(dir: &Path, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> Res<(
     }
 }
 
-fn peer(dir: &Path, i: usize, huge: bool) -> Res<Testpmd> {
+pub fn peer(dir: &Path, i: usize, huge: bool) -> Res<Testpmd> {
     let sock = dir.join(format!("w{i}.sock"));
     let _ = std::fs::remove_file(&sock);
     let mut p = Testpmd::spawn(&TestpmdOpts::io(

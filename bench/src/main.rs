@@ -21,6 +21,7 @@ use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
 
 mod clientbench;
 mod failbench;
+mod latbench;
 mod reloadbench;
 mod scalebench;
 
@@ -43,6 +44,8 @@ enum Scenario {
     Scale,
     /// memif wire, vnicd with `vnic-client reflect` processes vs testpmd io in its place.
     Pvp,
+    /// Round-trip latency of timestamped frames through vnicd and a reflecting peer.
+    Latency,
     All,
 }
 
@@ -340,6 +343,7 @@ fn run(args: Args) -> Res<()> {
             Scenario::Sizes,
             Scenario::Scale,
             Scenario::Pvp,
+            Scenario::Latency,
         ],
         s => vec![s],
     };
@@ -408,6 +412,7 @@ fn run(args: Args) -> Res<()> {
     let mut reload_json = serde_json::Value::Null;
     let mut sizes_json = serde_json::Value::Null;
     let mut scale_json = serde_json::Value::Null;
+    let mut latency_json = serde_json::Value::Null;
     let result = result.and_then(|()| {
         if all.contains(&Scenario::Client) {
             eprintln!("client: in-core reflect vs vnic-client reflect process, {rounds} rounds");
@@ -546,6 +551,21 @@ fn run(args: Args) -> Res<()> {
             }
             scale_json = serde_json::to_value(&r)?;
         }
+        if all.contains(&Scenario::Latency) {
+            if !env.huge {
+                return Err("the latency scenario needs hugepages (its client is a separate process)".into());
+            }
+            let rates = [10_000u64, 100_000, 500_000];
+            eprintln!("latency: timestamped frames at {rates:?} frames/s");
+            let r = latbench::run(&env.vnicd, &env.dir, &rates, if args.quick { 2.0 } else { 5.0 })?;
+            out!(md, "");
+            out!(md, "| offered frames/s | round trip through vnicd and a reflecting testpmd (µs) |");
+            out!(md, "|---:|---|");
+            for x in &r {
+                out!(md, "| {} | {} |", x.rate, x.line.trim_start_matches("latency_us "));
+            }
+            latency_json = serde_json::to_value(&r)?;
+        }
         Ok(())
     });
     let _ = std::fs::remove_dir_all(&dir);
@@ -647,7 +667,7 @@ fn run(args: Args) -> Res<()> {
         "cores": {"wire": 0, "dut": 1, "dut_main": 0},
         "rounds": rounds, "seconds": seconds, "seed_bursts": env.seed_bursts,
         "trials": trials, "summary": summaries,
-        "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "sizes": sizes_json, "scale": scale_json,
+        "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "sizes": sizes_json, "scale": scale_json, "latency": latency_json,
         "duration_s": started.elapsed().as_secs_f64(),
     });
     let path = args.json.unwrap_or_else(|| {

@@ -66,6 +66,10 @@ struct Args {
     /// No per-second lines.
     #[arg(long)]
     quiet: bool,
+    /// source: carry a TSC timestamp in every frame and report the round-trip latency of those
+    /// that come back (p50/p90/p99/p99.9/max, µs).
+    #[arg(long)]
+    latency: bool,
 }
 
 fn main() -> ExitCode {
@@ -159,6 +163,10 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     template[6..12].copy_from_slice(&mac);
     template[12..14].copy_from_slice(&[0x88, 0xb5]);
     let mut idle = 0u32;
+    let mut lat = hdrhistogram::Histogram::<u64>::new(3)?;
+    if a.latency && template.len() < 26 {
+        return Err("--latency needs frames of at least 26 bytes".into());
+    }
     'run: while !stop.load(Ordering::Relaxed) {
         let mut work = 0;
         for (rx, tx) in &queues {
@@ -204,6 +212,9 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     let n = due.saturating_sub(seq).min(vnic_dataplane::BURST as u64);
                     for _ in 0..n {
                         template[14..18].copy_from_slice(&(seq as u32).to_be_bytes());
+                        if a.latency {
+                            template[18..26].copy_from_slice(&eal::rdtsc().to_le_bytes());
+                        }
                         seq += 1;
                         match pool.alloc_with(&template) {
                             Some(m) => match tx.enqueue_one(m) {
@@ -213,9 +224,21 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                             None => drops += 1,
                         }
                     }
-                    // Anything coming back is counted and freed.
+                    // Anything coming back is counted (and timed) and freed.
                     let k = rx.dequeue(&mut b);
                     rx_n += k as u64;
+                    if a.latency && k > 0 {
+                        let now = eal::rdtsc();
+                        for m in b.drain() {
+                            let d = m.data();
+                            if d.len() >= 26 && d[12..14] == [0x88, 0xb5] {
+                                let sent =
+                                    u64::from_le_bytes(d[18..26].try_into().unwrap_or([0; 8]));
+                                let ns = now.saturating_sub(sent) as f64 / hz * 1e9;
+                                let _ = lat.record(ns as u64);
+                            }
+                        }
+                    }
                     drop(b.drain());
                     work += n as usize + k;
                 }
@@ -278,6 +301,18 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let d = c.detach()?;
+    if a.latency && !lat.is_empty() {
+        // One machine-readable line for harnesses, on stdout.
+        println!(
+            "latency_us samples={} p50={:.1} p90={:.1} p99={:.1} p99.9={:.1} max={:.1}",
+            lat.len(),
+            lat.value_at_quantile(0.5) as f64 / 1e3,
+            lat.value_at_quantile(0.9) as f64 / 1e3,
+            lat.value_at_quantile(0.99) as f64 / 1e3,
+            lat.value_at_quantile(0.999) as f64 / 1e3,
+            lat.max() as f64 / 1e3
+        );
+    }
     eprintln!(
         "vnic-client: detached ({} mbufs drained by vnicd); rx {rx_n} tx {tx_n} drops {drops} in {:.1} s",
         d["drained"],

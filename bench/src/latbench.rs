@@ -1,0 +1,100 @@
+//! `latency` scenario: `vnic-client source --latency` puts a TSC timestamp in every frame; a
+//! reflecting dpdk-testpmd peer behind the vNIC's memif device sends it back; the client records
+//! the round trip (client ring → vnicd → memif → peer → memif → vnicd → client ring) in an
+//! HDR histogram, at several offered rates.
+use serde::Serialize;
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vnic_bench::procs::Guard;
+use vnic_control::client::Client;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Percentiles at one rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatRow {
+    pub rate: u64,
+    pub line: String,
+}
+
+/// Run at each rate for `seconds`.
+pub fn run(vnicd: &Path, dir: &Path, rates: &[u64], seconds: f64) -> Res<Vec<LatRow>> {
+    let _peer = crate::failbench::peer(dir, 0, true)?;
+    let sock = dir.join("w0.sock").display().to_string();
+    let cfg = json!({
+        "eal": {"cores": [0, 1], "main_core": 0, "memory_mb": 512, "hugepages": "on",
+                "file_prefix": format!("vnicl{}", std::process::id())},
+        "data_cores": [{"core": 1, "idle_sleep_us": 20}],
+        "control_socket": dir.join("lc.sock"), "admin_socket": dir.join("la.sock"),
+        "stats_interval_ms": 60000,
+        "vnics": [{"name": "vnic0", "mac": "02:00:00:00:00:01",
+                   "backing": [{"name": "a", "devargs": format!("net_memif0,role=client,socket={sock},id=0"), "port_label": "p0"}]}]
+    });
+    let p = dir.join("vnicd-latency.json");
+    std::fs::write(&p, cfg.to_string())?;
+    let mut vd = Guard::new(
+        "vnicd",
+        Command::new(vnicd)
+            .arg("--config")
+            .arg(&p)
+            .arg("--quiet")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = Client::connect(&dir.join("la.sock"))
+            .ok()
+            .and_then(|mut a| a.request("STATUS", json!({})).ok())
+            .is_some_and(|st| st["vnics"][0]["link_up"] == true);
+        if up {
+            break;
+        }
+        if Instant::now() > end || !vd.running() {
+            return Err("vnicd or its memif link did not come up".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut rows = Vec::new();
+    for &rate in rates {
+        let mut c = Guard::new(
+            "vnic-client",
+            Command::new(vnicd.with_file_name("vnic-client"))
+                .args([
+                    "source",
+                    "--latency",
+                    "--vnic",
+                    "vnic0",
+                    "--cpu",
+                    "1",
+                    "--quiet",
+                    "--rate",
+                    &rate.to_string(),
+                ])
+                .args(["--duration", &format!("{seconds}"), "--socket"])
+                .arg(dir.join("lc.sock"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        let (out, _) = c.collect_output();
+        c.wait_timeout(Duration::from_secs_f64(seconds + 20.0))
+            .ok_or("vnic-client did not finish")?;
+        c.child.take();
+        let text = out.join().unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("latency_us"))
+            .ok_or("no latency from the client")?
+            .to_string();
+        eprintln!("  {rate} frames/s: {line}");
+        rows.push(LatRow { rate, line });
+    }
+    vd.stop(Duration::from_secs(10));
+    Ok(rows)
+}
