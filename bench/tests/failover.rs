@@ -476,9 +476,10 @@ fn hot_removing_the_active_device_moves_traffic_and_releases_the_device() {
     assert_eq!(v["failover_count"].as_u64().unwrap(), base + 1);
     assert_eq!(v["backing"][0]["state"], "failed");
     assert_eq!(v["backing"][0]["reason"], "removed by the administrator");
-    // The device is gone from vnicd: its memif peer sees the link drop.
+    // The device is gone from vnicd: its memif peer sees the link drop (or, as testpmd's memif
+    // server sometimes does when its client leaves under traffic, exits).
     let end = Instant::now() + Duration::from_secs(5);
-    while pa.link_up(0).unwrap() {
+    while pa.link_up(0).unwrap_or(false) {
         assert!(
             Instant::now() < end,
             "the removed device still holds its memif link"
