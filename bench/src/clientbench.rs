@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vnic_bench::procs::Guard;
-use vnic_control::client::Client;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+use vnic_bench::vnicd::{self, Res};
 
 /// One client-path trial.
 #[derive(Debug, Clone, Serialize)]
@@ -51,31 +50,24 @@ fn vnicd_config(dir: &Path, shared: bool) -> serde_json::Value {
 }
 
 fn start_vnicd(vnicd: &Path, dir: &Path, cfg: &serde_json::Value, inline: bool) -> Res<Guard> {
-    let p = dir.join("vnicd-client.json");
-    std::fs::write(&p, cfg.to_string())?;
-    let mut cmd = Command::new(vnicd);
-    cmd.arg("--config").arg(&p).arg("--quiet");
-    if inline {
-        cmd.args(["--inline-client", "reflect"]);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut g = Guard::new("vnicd", cmd.spawn()?);
-    let admin = dir.join("admin.sock");
-    let end = Instant::now() + Duration::from_secs(20);
-    while Client::connect(&admin).is_err() {
-        if !g.running() || Instant::now() > end {
-            return Err("vnicd did not come up".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let args: &[&str] = if inline {
+        &["--inline-client", "reflect"]
+    } else {
+        &[]
+    };
+    let mut g = vnicd::spawn(vnicd, &dir.join("vnicd-client.json"), cfg, args, false)?;
+    vnicd::wait_for(
+        &dir.join("admin.sock"),
+        &mut g,
+        "vnicd",
+        Duration::from_secs(20),
+        |_| true,
+    )?;
     Ok(g)
 }
 
 fn tx_packets(admin: &Path) -> Res<(u64, String)> {
-    let mut a = Client::connect(admin)?;
-    let st = a.request("STATUS", json!({}))?;
+    let st = vnicd::status(admin)?;
     let v = &st["vnics"][0];
     Ok((
         v["tx_packets"].as_u64().unwrap_or(0),
@@ -139,7 +131,7 @@ pub fn client_trials(vnicd: &Path, dir: &Path, rounds: u32, seconds: f64) -> Res
 /// `attach` scenario: ATTACH/DETACH latency over `cycles` cycles.
 pub fn attach_latency(vnicd: &Path, dir: &Path, cycles: u32) -> Res<(Latency, Latency)> {
     let mut vd = start_vnicd(vnicd, dir, &vnicd_config(dir, false), false)?;
-    let mut c = Client::connect(&dir.join("control.sock"))?;
+    let mut c = vnic_control::client::Client::connect(&dir.join("control.sock"))?;
     c.hello("vnic0", None)?;
     let mut ha = hdrhistogram::Histogram::<u64>::new(3)?;
     let mut hd = hdrhistogram::Histogram::<u64>::new(3)?;

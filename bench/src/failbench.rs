@@ -6,12 +6,11 @@ use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vnic_bench::procs::Guard;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
-use vnic_control::client::Client;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+use vnic_bench::vnicd::{self, Res};
 
 /// One repetition.
 #[derive(Debug, Clone, Serialize)]
@@ -28,27 +27,18 @@ pub struct FailTrial {
     pub vnicd_tx_drops: u64,
 }
 
-fn admin(dir: &Path, op: &str, f: serde_json::Value) -> Res<serde_json::Value> {
-    Ok(Client::connect(&dir.join("a.sock"))?.request(op, f)?)
-}
-
 fn vnic0(dir: &Path) -> Res<serde_json::Value> {
-    Ok(admin(dir, "STATUS", json!({}))?["vnics"][0].clone())
+    Ok(vnicd::status(&dir.join("a.sock"))?["vnics"][0].clone())
 }
 
-fn wait(dir: &Path, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> Res<()> {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(v) = vnic0(dir) {
-            if f(&v) {
-                return Ok(());
-            }
-        }
-        if Instant::now() > end {
-            return Err(format!("timed out waiting for {what}").into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait(dir: &Path, vd: &mut Guard, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> Res<()> {
+    vnicd::wait_for(
+        &dir.join("a.sock"),
+        vd,
+        what,
+        Duration::from_secs(20),
+        |st| f(&st["vnics"][0]),
+    )
 }
 
 pub fn peer(dir: &Path, i: usize, huge: bool) -> Res<Testpmd> {
@@ -85,20 +75,8 @@ pub fn trial(vnicd: &Path, dir: &Path, planned: bool, rate: u64) -> Res<FailTria
                        {"name": "a", "devargs": format!("net_memif0,role=client,socket={},id=0", sock(0)), "priority": 10, "port_label": "p0"},
                        {"name": "b", "devargs": format!("net_memif1,role=client,socket={},id=0", sock(1)), "priority": 20, "port_label": "p1"}]}]
     });
-    let p = dir.join("vnicd-failover.json");
-    std::fs::write(&p, cfg.to_string())?;
-    let mut vd = Guard::new(
-        "vnicd",
-        Command::new(vnicd)
-            .arg("--config")
-            .arg(&p)
-            .arg("--quiet")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    wait(dir, "both links up", |v| {
+    let mut vd = vnicd::spawn(vnicd, &dir.join("vnicd-failover.json"), &cfg, &[], false)?;
+    wait(dir, &mut vd, "both links up", |v| {
         v["backing"]
             .as_array()
             .is_some_and(|b| b.iter().all(|b| b["link_up"] == true))
@@ -106,7 +84,11 @@ pub fn trial(vnicd: &Path, dir: &Path, planned: bool, rate: u64) -> Res<FailTria
     })?;
     // Whichever link came up first carried the vNIC first; start every trial from `a`.
     if vnic0(dir)?["active_backing"] != "a" {
-        admin(dir, "FAILOVER", json!({"vnic": "vnic0", "to": "a"}))?;
+        vnicd::admin(
+            &dir.join("a.sock"),
+            "FAILOVER",
+            json!({"vnic": "vnic0", "to": "a"}),
+        )?;
     }
     let mut client = Guard::new(
         "vnic-client",
@@ -129,17 +111,23 @@ pub fn trial(vnicd: &Path, dir: &Path, planned: bool, rate: u64) -> Res<FailTria
             .spawn()?,
     );
     let (_, err) = client.collect_output();
-    wait(dir, "the client attached", |v| v["state"] == "attached")?;
+    wait(dir, &mut vd, "the client attached", |v| {
+        v["state"] == "attached"
+    })?;
     std::thread::sleep(Duration::from_millis(500));
     if planned {
-        admin(dir, "FAILOVER", json!({"vnic": "vnic0", "to": "b"}))?;
+        vnicd::admin(
+            &dir.join("a.sock"),
+            "FAILOVER",
+            json!({"vnic": "vnic0", "to": "b"}),
+        )?;
     } else if let Some(pid) = pa.pid() {
         // The wire behind the active device dies at once.
         Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status()?;
     }
-    wait(dir, "active on b", |v| {
+    wait(dir, &mut vd, "active on b", |v| {
         v["active_backing"] == "b" && v["link_up"] == true
     })?;
     std::thread::sleep(Duration::from_millis(500));

@@ -6,11 +6,10 @@ use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vnic_bench::procs::Guard;
-use vnic_control::client::Client;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+use vnic_bench::vnicd::{self, Res};
 
 /// Percentiles at one rate.
 #[derive(Debug, Clone, Serialize)]
@@ -32,33 +31,14 @@ pub fn run(vnicd: &Path, dir: &Path, rates: &[u64], seconds: f64) -> Res<Vec<Lat
         "vnics": [{"name": "vnic0", "mac": "02:00:00:00:00:01",
                    "backing": [{"name": "a", "devargs": format!("net_memif0,role=client,socket={sock},id=0"), "port_label": "p0"}]}]
     });
-    let p = dir.join("vnicd-latency.json");
-    std::fs::write(&p, cfg.to_string())?;
-    let mut vd = Guard::new(
-        "vnicd",
-        Command::new(vnicd)
-            .arg("--config")
-            .arg(&p)
-            .arg("--quiet")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let up = Client::connect(&dir.join("la.sock"))
-            .ok()
-            .and_then(|mut a| a.request("STATUS", json!({})).ok())
-            .is_some_and(|st| st["vnics"][0]["link_up"] == true);
-        if up {
-            break;
-        }
-        if Instant::now() > end || !vd.running() {
-            return Err("vnicd or its memif link did not come up".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut vd = vnicd::spawn(vnicd, &dir.join("vnicd-latency.json"), &cfg, &[], false)?;
+    vnicd::wait_for(
+        &dir.join("la.sock"),
+        &mut vd,
+        "the memif link",
+        Duration::from_secs(20),
+        |st| st["vnics"][0]["link_up"] == true,
+    )?;
     let mut rows = Vec::new();
     for &rate in rates {
         let mut c = Guard::new(

@@ -2,3 +2,4 @@
 //! `dpdk-testpmd` process driven over its interactive prompt, and child-process hygiene.
 pub mod procs;
 pub mod testpmd;
+pub mod vnicd;

@@ -18,6 +18,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use vnic_bench::procs::Guard;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
+use vnic_bench::vnicd;
 
 mod clientbench;
 mod failbench;
@@ -752,6 +753,19 @@ fn port_rate(
     n as f64 / secs / 1e6
 }
 
+/// Seed the wire once its links are up (a command-line --tx-first would fire into a down link),
+/// measure its receive rate over the window, stop it.
+fn wire_rate(w: &mut Testpmd, env: &Env) -> Res<f64> {
+    w.wait_links(&[0, 1], Duration::from_secs(10))?;
+    if env.frame_len != 64 {
+        w.cmd(&format!("set txpkts {}", env.frame_len))?;
+    }
+    w.cmd(&format!("start tx_first {}", env.seed_bursts))?;
+    let r = window(w, env, true)?;
+    w.cmd("stop")?;
+    Ok(r)
+}
+
 /// Measure a window on `p`'s port counters (rx or tx), after a 1 s warm-up.
 fn window(p: &mut Testpmd, env: &Env, rx: bool) -> Res<f64> {
     std::thread::sleep(Duration::from_secs(1));
@@ -789,16 +803,7 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
             let mut d = Testpmd::spawn(&o)?;
             d.cmd("start")?;
             let mpps = match wire.as_mut() {
-                Some(w) => {
-                    w.wait_links(&[0, 1], Duration::from_secs(10))?;
-                    if env.frame_len != 64 {
-                        w.cmd(&format!("set txpkts {}", env.frame_len))?;
-                    }
-                    w.cmd(&format!("start tx_first {}", env.seed_bursts))?;
-                    let r = window(w, env, true)?;
-                    w.cmd("stop")?;
-                    r
-                }
+                Some(w) => wire_rate(w, env)?,
                 None => window(&mut d, env, false)?,
             };
             d.cmd("stop")?;
@@ -851,35 +856,22 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                     "backing": [{"name": format!("vf{i}"), "devargs": vdevs[i], "port_label": format!("p{i}")}]
                 })).collect::<Vec<_>>()
             });
-            let cfg_path = env.dir.join("vnicd.json");
-            std::fs::write(&cfg_path, cfg.to_string())?;
-            let mut cmd = Command::new(&env.vnicd);
-            cmd.arg("--config")
-                .arg(&cfg_path)
-                .args(["--json-summary", "--quiet"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+            let mut args = vec!["--json-summary".to_string()];
             if !pvp {
-                cmd.args(["--inline-client", "bounce"]);
+                args.extend(["--inline-client".into(), "bounce".into()]);
             }
             if sc == Scenario::Null {
                 // Totals since start over vnicd's own clock; null traffic is steady from the
                 // first burst, so no warm-up is needed.
-                cmd.args(["--duration", &format!("{}", env.seconds + 1.0)]);
+                args.extend(["--duration".into(), format!("{}", env.seconds + 1.0)]);
             }
-            let mut g = Guard::new("vnicd", cmd.spawn()?);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut g = vnicd::spawn(&env.vnicd, &env.dir.join("vnicd.json"), &cfg, &args, true)?;
             let (reader, ereader) = g.collect_output();
             let mut clients = Vec::new();
             if pvp {
                 let admin = env.dir.join("admin.sock");
-                let end = Instant::now() + Duration::from_secs(20);
-                while vnic_control::client::Client::connect(&admin).is_err() {
-                    if Instant::now() > end || !g.running() {
-                        return Err("vnicd did not come up".into());
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                vnicd::wait_for(&admin, &mut g, "vnicd", Duration::from_secs(20), |_| true)?;
                 for i in 0..2 {
                     let mut c = Command::new(env.vnicd.with_file_name("vnic-client"));
                     c.args([
@@ -897,30 +889,21 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                     .stderr(Stdio::null());
                     clients.push(Guard::new("vnic-client", c.spawn()?));
                 }
-                loop {
-                    let st = vnic_control::client::Client::connect(&admin)?
-                        .request("STATUS", serde_json::json!({}))?;
-                    if st["vnics"]
-                        .as_array()
-                        .is_some_and(|v| v.iter().all(|v| v["state"] == "attached"))
-                    {
-                        break;
-                    }
-                    if Instant::now() > end {
-                        return Err("the vnic-client processes did not attach".into());
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                vnicd::wait_for(
+                    &admin,
+                    &mut g,
+                    "the vnic-client processes to attach",
+                    Duration::from_secs(20),
+                    |st| {
+                        st["vnics"]
+                            .as_array()
+                            .is_some_and(|v| v.iter().all(|v| v["state"] == "attached"))
+                    },
+                )?;
             }
             let wire_mpps = match wire.as_mut() {
                 Some(w) => {
-                    w.wait_links(&[0, 1], Duration::from_secs(10))?;
-                    if env.frame_len != 64 {
-                        w.cmd(&format!("set txpkts {}", env.frame_len))?;
-                    }
-                    w.cmd(&format!("start tx_first {}", env.seed_bursts))?;
-                    let r = window(w, env, true)?;
-                    w.cmd("stop")?;
+                    let r = wire_rate(w, env)?;
                     std::thread::sleep(Duration::from_millis(100));
                     for c in &mut clients {
                         c.stop(Duration::from_secs(5));
@@ -939,25 +922,12 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
             if !st.success() {
                 return Err(format!("vnicd exited with {st}: {e}").into());
             }
-            let j: serde_json::Value = s
-                .lines()
-                .rev()
-                .find_map(|l| serde_json::from_str(l).ok())
-                .ok_or("no vnicd summary")?;
+            let j = vnicd::summary(&s)?;
             let core = &j["status"]["cores"][0];
             let f = |k: &str| core[k].as_f64().unwrap_or(0.0);
             let (packets, busy, loops, busy_loops) =
                 (f("packets"), f("busy_cycles"), f("loops"), f("busy_loops"));
-            let tx: f64 = j["status"]["vnics"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|v| v["tx_packets"].as_f64().unwrap_or(0.0))
-                        .sum()
-                })
-                .unwrap_or(0.0);
-            let secs = j["seconds"].as_f64().unwrap_or(f64::NAN);
-            let mpps = wire_mpps.unwrap_or(tx / secs / 1e6);
+            let mpps = wire_mpps.unwrap_or_else(|| vnicd::tx_mpps(&j));
             Trial {
                 scenario: sc,
                 dut,

@@ -5,12 +5,9 @@
 use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vnic_bench::procs::Guard;
-use vnic_control::client::Client;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+use vnic_bench::vnicd::{self, Res};
 
 /// Result of the scenario.
 #[derive(Debug, Clone, Serialize)]
@@ -48,7 +45,7 @@ fn cfg(dir: &Path, n: usize, extra: bool) -> serde_json::Value {
 }
 
 fn drops_and_packets(dir: &Path) -> Res<(u64, u64)> {
-    let st = Client::connect(&dir.join("ra.sock"))?.request("STATUS", json!({}))?;
+    let st = vnicd::status(&dir.join("ra.sock"))?;
     let mut d = 0;
     let mut p = 0;
     for v in st["vnics"]
@@ -69,32 +66,27 @@ fn drops_and_packets(dir: &Path) -> Res<(u64, u64)> {
 /// Run `reloads` reloads (half adding, half removing the extra vNIC) on `n` vNICs.
 pub fn run(vnicd: &Path, dir: &Path, n: usize, reloads: usize) -> Res<ReloadResult> {
     let path = dir.join("reload-bench.json");
-    std::fs::write(&path, cfg(dir, n, false).to_string())?;
-    let mut vd = Guard::new(
+    let mut vd = vnicd::spawn(
+        vnicd,
+        &path,
+        &cfg(dir, n, false),
+        &["--inline-client", "bounce"],
+        false,
+    )?;
+    vnicd::wait_for(
+        &dir.join("ra.sock"),
+        &mut vd,
         "vnicd",
-        Command::new(vnicd)
-            .arg("--config")
-            .arg(&path)
-            .args(["--quiet", "--inline-client", "bounce"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let end = Instant::now() + Duration::from_secs(60);
-    while Client::connect(&dir.join("ra.sock")).is_err() {
-        if !vd.running() || Instant::now() > end {
-            return Err("vnicd did not come up".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Duration::from_secs(60),
+        |_| true,
+    )?;
     std::thread::sleep(Duration::from_millis(300));
     let (d0, p0) = drops_and_packets(dir)?;
     let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
     for k in 0..reloads {
         std::fs::write(&path, cfg(dir, n, k % 2 == 0).to_string())?;
         let t = Instant::now();
-        Client::connect(&dir.join("ra.sock"))?.request("RELOAD", json!({}))?;
+        vnicd::admin(&dir.join("ra.sock"), "RELOAD", json!({}))?;
         h.record(t.elapsed().as_micros() as u64)?;
     }
     let (d1, p1) = drops_and_packets(dir)?;

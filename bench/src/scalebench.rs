@@ -4,11 +4,9 @@
 use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-use vnic_bench::procs::Guard;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+use vnic_bench::vnicd::{self, Res};
 
 /// One vNIC count.
 #[derive(Debug, Clone, Serialize)]
@@ -33,26 +31,15 @@ fn one(vnicd: &Path, dir: &Path, n: usize, seconds: f64) -> Res<f64> {
         "control_socket": dir.join("sc.sock"), "admin_socket": dir.join("sa.sock"),
         "stats_interval_ms": 60000, "vnics": vnics
     });
-    let p = dir.join("scale.json");
-    std::fs::write(&p, cfg.to_string())?;
-    let mut g = Guard::new(
-        "vnicd",
-        Command::new(vnicd)
-            .arg("--config")
-            .arg(&p)
-            .args([
-                "--quiet",
-                "--inline-client",
-                "bounce",
-                "--json-summary",
-                "--duration",
-                &format!("{seconds}"),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let secs = format!("{seconds}");
+    let args = [
+        "--inline-client",
+        "bounce",
+        "--json-summary",
+        "--duration",
+        secs.as_str(),
+    ];
+    let mut g = vnicd::spawn(vnicd, &dir.join("scale.json"), &cfg, &args, true)?;
     let (out, _) = g.collect_output();
     let st = g
         .wait_timeout(Duration::from_secs_f64(seconds + 30.0))
@@ -61,21 +48,9 @@ fn one(vnicd: &Path, dir: &Path, n: usize, seconds: f64) -> Res<f64> {
     if !st.success() {
         return Err(format!("vnicd exited with {st}").into());
     }
-    let text = out.join().unwrap_or_default();
-    let j: serde_json::Value = text
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .ok_or("no summary")?;
-    let tx: f64 = j["status"]["vnics"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|v| v["tx_packets"].as_f64().unwrap_or(0.0))
-                .sum()
-        })
-        .unwrap_or(0.0);
-    Ok(tx / j["seconds"].as_f64().unwrap_or(f64::NAN) / 1e6)
+    Ok(vnicd::tx_mpps(&vnicd::summary(
+        &out.join().unwrap_or_default(),
+    )?))
 }
 
 /// Measure each count `reps` times (order rotates).

@@ -11,7 +11,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use vnic_bench::procs::Guard;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
-use vnic_control::client::Client;
+use vnic_bench::vnicd;
 use vnic_control::config;
 
 #[derive(Debug, Parser)]
@@ -129,7 +129,17 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             .stderr(Stdio::inherit());
             clients.push(Guard::new(format!("vnic-client {}", v.name), c.spawn()?));
         }
-        wait_attached(&cfg, &mut vd)?;
+        vnicd::wait_for(
+            &cfg.raw.admin_socket,
+            &mut vd,
+            "the vnic-client processes to attach",
+            Duration::from_secs(20),
+            |st| {
+                st["vnics"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().all(|v| v["state"] == "attached"))
+            },
+        )?;
         println!(
             "vnic-demo: {} vnic-client reflect processes attached over {} (pids {:?})",
             clients.len(),
@@ -187,11 +197,7 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         .zip(&before)
         .map(|(a, b)| a.rx_packets - b.rx_packets)
         .sum();
-    let summary: serde_json::Value = out
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .ok_or("vnicd printed no JSON summary")?;
+    let summary = vnicd::summary(&out)?;
     let vnics = summary["status"]["vnics"]
         .as_array()
         .cloned()
@@ -249,28 +255,4 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let ok = status.success() && leaked == 0 && fwd > 0;
     println!("  result            {}", if ok { "PASS" } else { "FAIL" });
     Ok(ok)
-}
-
-/// Poll vnicd's admin socket until every vNIC is attached.
-fn wait_attached(cfg: &config::Config, vd: &mut Guard) -> Result<(), Box<dyn std::error::Error>> {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        if !vd.running() {
-            return Err("vnicd exited while clients attached".into());
-        }
-        if let Ok(mut a) = Client::connect(&cfg.raw.admin_socket) {
-            if let Ok(st) = a.request("STATUS", serde_json::json!({})) {
-                let all = st["vnics"]
-                    .as_array()
-                    .is_some_and(|v| v.iter().all(|v| v["state"] == "attached"));
-                if all {
-                    return Ok(());
-                }
-            }
-        }
-        if Instant::now() > end {
-            return Err("the vnic-client processes did not attach within 20 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -1,0 +1,96 @@
+//! A `vnicd` process under the harness: start it on a config, ask its admin socket, wait for a
+//! state, read its JSON summary. Shared by every scenario and the demo.
+use crate::procs::Guard;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Harness errors.
+pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Write `cfg` to `cfg_path` and start `vnicd --config cfg_path --quiet ARGS`. With `capture`,
+/// stdout (the `--json-summary` line) and stderr (why it failed) are piped for
+/// [`Guard::collect_output`]; otherwise both are dropped.
+pub fn spawn(
+    vnicd: &Path,
+    cfg_path: &Path,
+    cfg: &Value,
+    args: &[&str],
+    capture: bool,
+) -> Res<Guard> {
+    std::fs::write(cfg_path, cfg.to_string())?;
+    let child = Command::new(vnicd)
+        .arg("--config")
+        .arg(cfg_path)
+        .arg("--quiet")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .spawn()?;
+    Ok(Guard::new("vnicd", child))
+}
+
+/// One request on the admin socket.
+pub fn admin(socket: &Path, op: &str, fields: Value) -> Res<Value> {
+    Ok(vnic_control::client::Client::connect(socket)?.request(op, fields)?)
+}
+
+/// `STATUS` on the admin socket.
+pub fn status(socket: &Path) -> Res<Value> {
+    admin(socket, "STATUS", json!({}))
+}
+
+/// Poll `STATUS` until `pred` holds; fails when vnicd exits or after `timeout`.
+pub fn wait_for(
+    socket: &Path,
+    vd: &mut Guard,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Res<()> {
+    let end = Instant::now() + timeout;
+    loop {
+        if status(socket).is_ok_and(|st| pred(&st)) {
+            return Ok(());
+        }
+        if !vd.running() {
+            return Err(format!("vnicd exited while waiting for {what}").into());
+        }
+        if Instant::now() > end {
+            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The `--json-summary` line of vnicd's stdout.
+pub fn summary(stdout: &str) -> Res<Value> {
+    Ok(stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or("vnicd printed no JSON summary")?)
+}
+
+/// Frames sent by all vNICs in a summary, per second, in millions.
+pub fn tx_mpps(summary: &Value) -> f64 {
+    let tx: f64 = summary["status"]["vnics"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v["tx_packets"].as_f64().unwrap_or(0.0))
+                .sum()
+        })
+        .unwrap_or(0.0);
+    tx / summary["seconds"].as_f64().unwrap_or(f64::NAN) / 1e6
+}
