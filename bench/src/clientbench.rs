@@ -7,8 +7,7 @@
 //!   withdrawn, rings drained).
 use serde::Serialize;
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use vnic_bench::procs::Guard;
 
@@ -77,7 +76,6 @@ fn tx_packets(admin: &Path) -> Res<(u64, String)> {
 
 /// `client` scenario: in-core vs separate-process reflect client.
 pub fn client_trials(vnicd: &Path, dir: &Path, rounds: u32, seconds: f64) -> Res<Vec<ClientTrial>> {
-    let vclient: PathBuf = vnicd.with_file_name("vnic-client");
     let mut out = Vec::new();
     for r in 0..rounds {
         let mut order = ["in-core", "process"];
@@ -89,22 +87,17 @@ pub fn client_trials(vnicd: &Path, dir: &Path, rounds: u32, seconds: f64) -> Res
             let mut vd = start_vnicd(vnicd, dir, &vnicd_config(dir, shared), !shared)?;
             let mut client = None;
             if shared {
-                let mut c = Command::new(&vclient);
-                c.args([
-                    "reflect", "--vnic", "vnic0", "--cpu", "0", "--quiet", "--socket",
-                ])
-                .arg(dir.join("control.sock"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-                client = Some(Guard::new("vnic-client", c.spawn()?));
-                let end = Instant::now() + Duration::from_secs(20);
-                while tx_packets(&dir.join("admin.sock"))?.1 != "attached" {
-                    if Instant::now() > end {
-                        return Err("vnic-client did not attach".into());
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                let sock = dir.join("control.sock");
+                client = Some(vnicd::client(
+                    vnicd,
+                    "reflect",
+                    "vnic0",
+                    &sock,
+                    0,
+                    &[],
+                    vnicd::Output::Drop,
+                )?);
+                vnicd::wait_all_attached(&dir.join("admin.sock"), &mut vd)?;
             }
             std::thread::sleep(Duration::from_millis(500));
             let admin = dir.join("admin.sock");

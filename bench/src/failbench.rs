@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use vnic_bench::procs::Guard;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
@@ -90,26 +90,17 @@ pub fn trial(vnicd: &Path, dir: &Path, planned: bool, rate: u64) -> Res<FailTria
             json!({"vnic": "vnic0", "to": "a"}),
         )?;
     }
-    let mut client = Guard::new(
-        "vnic-client",
-        Command::new(vnicd.with_file_name("vnic-client"))
-            .args([
-                "source",
-                "--vnic",
-                "vnic0",
-                "--cpu",
-                "1",
-                "--quiet",
-                "--rate",
-                &rate.to_string(),
-                "--socket",
-            ])
-            .arg(dir.join("c.sock"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?,
-    );
+    let rate_s = rate.to_string();
+    let sock = dir.join("c.sock");
+    let mut client = vnicd::client(
+        vnicd,
+        "source",
+        "vnic0",
+        &sock,
+        1,
+        &["--rate", &rate_s],
+        vnicd::Output::Capture,
+    )?;
     let (_, err) = client.collect_output();
     wait(dir, &mut vd, "the client attached", |v| {
         v["state"] == "attached"

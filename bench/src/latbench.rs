@@ -5,9 +5,7 @@
 use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-use vnic_bench::procs::Guard;
 
 use vnic_bench::vnicd::{self, Res};
 
@@ -41,27 +39,24 @@ pub fn run(vnicd: &Path, dir: &Path, rates: &[u64], seconds: f64) -> Res<Vec<Lat
     )?;
     let mut rows = Vec::new();
     for &rate in rates {
-        let mut c = Guard::new(
-            "vnic-client",
-            Command::new(vnicd.with_file_name("vnic-client"))
-                .args([
-                    "source",
-                    "--latency",
-                    "--vnic",
-                    "vnic0",
-                    "--cpu",
-                    "1",
-                    "--quiet",
-                    "--rate",
-                    &rate.to_string(),
-                ])
-                .args(["--duration", &format!("{seconds}"), "--socket"])
-                .arg(dir.join("lc.sock"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
+        let (rate_s, secs) = (rate.to_string(), format!("{seconds}"));
+        let extra = [
+            "--latency",
+            "--rate",
+            rate_s.as_str(),
+            "--duration",
+            secs.as_str(),
+        ];
+        let sock = dir.join("lc.sock");
+        let mut c = vnicd::client(
+            vnicd,
+            "source",
+            "vnic0",
+            &sock,
+            1,
+            &extra,
+            vnicd::Output::Capture,
+        )?;
         let (out, _) = c.collect_output();
         c.wait_timeout(Duration::from_secs_f64(seconds + 20.0))
             .ok_or("vnic-client did not finish")?;

@@ -16,7 +16,6 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
-use vnic_bench::procs::Guard;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
 use vnic_bench::vnicd;
 
@@ -873,33 +872,19 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                 let admin = env.dir.join("admin.sock");
                 vnicd::wait_for(&admin, &mut g, "vnicd", Duration::from_secs(20), |_| true)?;
                 for i in 0..2 {
-                    let mut c = Command::new(env.vnicd.with_file_name("vnic-client"));
-                    c.args([
+                    let sock = env.dir.join("control.sock");
+                    let vnic = format!("vnic{i}");
+                    clients.push(vnicd::client(
+                        &env.vnicd,
                         "reflect",
-                        "--vnic",
-                        &format!("vnic{i}"),
-                        "--cpu",
-                        "1",
-                        "--quiet",
-                        "--socket",
-                    ])
-                    .arg(env.dir.join("control.sock"))
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                    clients.push(Guard::new("vnic-client", c.spawn()?));
+                        &vnic,
+                        &sock,
+                        1,
+                        &[],
+                        vnicd::Output::Drop,
+                    )?);
                 }
-                vnicd::wait_for(
-                    &admin,
-                    &mut g,
-                    "the vnic-client processes to attach",
-                    Duration::from_secs(20),
-                    |st| {
-                        st["vnics"]
-                            .as_array()
-                            .is_some_and(|v| v.iter().all(|v| v["state"] == "attached"))
-                    },
-                )?;
+                vnicd::wait_all_attached(&admin, &mut g)?;
             }
             let wire_mpps = match wire.as_mut() {
                 Some(w) => {

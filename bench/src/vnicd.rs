@@ -94,3 +94,64 @@ pub fn tx_mpps(summary: &Value) -> f64 {
         .unwrap_or(0.0);
     tx / summary["seconds"].as_f64().unwrap_or(f64::NAN) / 1e6
 }
+
+/// What happens to a child's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Dropped.
+    Drop,
+    /// Piped, for [`Guard::collect_output`].
+    Capture,
+    /// stderr shown on ours (the demo), stdout dropped.
+    ShowErrors,
+}
+
+/// Start `vnic-client MODE --vnic VNIC --socket SOCKET --cpu CPU --quiet EXTRA…`, the binary
+/// next to `vnicd`.
+pub fn client(
+    vnicd: &Path,
+    mode: &str,
+    vnic: &str,
+    socket: &Path,
+    cpu: u32,
+    extra: &[&str],
+    out: Output,
+) -> Res<Guard> {
+    let (o, e) = match out {
+        Output::Drop => (Stdio::null(), Stdio::null()),
+        Output::Capture => (Stdio::piped(), Stdio::piped()),
+        Output::ShowErrors => (Stdio::null(), Stdio::inherit()),
+    };
+    let child = Command::new(vnicd.with_file_name("vnic-client"))
+        .args([
+            mode,
+            "--vnic",
+            vnic,
+            "--cpu",
+            &cpu.to_string(),
+            "--quiet",
+            "--socket",
+        ])
+        .arg(socket)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(o)
+        .stderr(e)
+        .spawn()?;
+    Ok(Guard::new(format!("vnic-client {vnic}"), child))
+}
+
+/// Wait until every vNIC is attached.
+pub fn wait_all_attached(socket: &Path, vd: &mut Guard) -> Res<()> {
+    wait_for(
+        socket,
+        vd,
+        "the clients to attach",
+        Duration::from_secs(20),
+        |st| {
+            st["vnics"]
+                .as_array()
+                .is_some_and(|v| v.iter().all(|v| v["state"] == "attached"))
+        },
+    )
+}

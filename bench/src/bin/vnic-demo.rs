@@ -117,29 +117,20 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     }
     let mut clients = Vec::new();
     if separate {
-        let vc = vnicd.with_file_name("vnic-client");
-        let ctl = cfg.raw.control_socket.to_string_lossy().into_owned();
+        let ctl = cfg.raw.control_socket.display();
         for v in cfg.vnics() {
-            let mut c = Command::new(&vc);
-            c.args([
-                "reflect", "--vnic", &v.name, "--socket", &ctl, "--cpu", "1", "--quiet",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-            clients.push(Guard::new(format!("vnic-client {}", v.name), c.spawn()?));
+            let out = vnicd::Output::ShowErrors;
+            clients.push(vnicd::client(
+                &vnicd,
+                "reflect",
+                &v.name,
+                &cfg.raw.control_socket,
+                1,
+                &[],
+                out,
+            )?);
         }
-        vnicd::wait_for(
-            &cfg.raw.admin_socket,
-            &mut vd,
-            "the vnic-client processes to attach",
-            Duration::from_secs(20),
-            |st| {
-                st["vnics"]
-                    .as_array()
-                    .is_some_and(|v| v.iter().all(|v| v["state"] == "attached"))
-            },
-        )?;
+        vnicd::wait_all_attached(&cfg.raw.admin_socket, &mut vd)?;
         println!(
             "vnic-demo: {} vnic-client reflect processes attached over {} (pids {:?})",
             clients.len(),
