@@ -312,12 +312,9 @@ pub struct CoreStatus {
     pub core: u32,
     pub launch: &'static str,
     pub table_generation: u64,
-    pub loops: u64,
-    pub busy_loops: u64,
-    pub packets: u64,
-    pub bursts: u64,
-    pub busy_cycles: u64,
-    pub idle_cycles: u64,
+    /// The core's counters (flattened into the JSON).
+    #[serde(flatten)]
+    pub stats: CoreStats,
 }
 
 /// Whole-appliance status.
@@ -1382,22 +1379,14 @@ impl Appliance {
         let cores = self
             .cores
             .iter()
-            .map(|c| {
-                let s: CoreStats = c.worker.core_stats();
-                CoreStatus {
-                    core: c.core,
-                    launch: match c.worker.launch_kind() {
-                        Launch::Lcore(_) => "lcore",
-                        Launch::Thread(_) => "thread",
-                    },
-                    table_generation: c.worker.adopted_generation(),
-                    loops: s.loops,
-                    busy_loops: s.busy_loops,
-                    packets: s.packets,
-                    bursts: s.bursts,
-                    busy_cycles: s.busy_cycles,
-                    idle_cycles: s.idle_cycles,
-                }
+            .map(|c| CoreStatus {
+                core: c.core,
+                launch: match c.worker.launch_kind() {
+                    Launch::Lcore(_) => "lcore",
+                    Launch::Thread(_) => "thread",
+                },
+                table_generation: c.worker.adopted_generation(),
+                stats: c.worker.core_stats(),
             })
             .collect();
         Status {

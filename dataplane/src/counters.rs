@@ -108,7 +108,7 @@ pub struct CoreCounters {
 }
 
 /// Plain snapshot of [`CoreCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CoreStats {
     pub loops: u64,
     pub busy_loops: u64,

@@ -311,18 +311,16 @@ fn status_line(a: &Status, b: &Status, secs: f64, t: Duration) -> String {
         );
     }
     for (x, y) in a.cores.iter().zip(&b.cores) {
-        let p = y.packets - x.packets;
-        let loops = (y.loops - x.loops).max(1);
-        let cyc = if p > 0 {
-            format!("{:.0}", (y.busy_cycles - x.busy_cycles) as f64 / p as f64)
-        } else {
-            "-".into()
-        };
+        let cyc = y
+            .stats
+            .cycles_per_packet_since(&x.stats)
+            .map(|c| format!("{c:.0}"))
+            .unwrap_or_else(|| "-".into());
         s += &format!(
             " | core{} {} cyc/pkt, idle {:.0}%",
             y.core,
             cyc,
-            100.0 * (1.0 - (y.busy_loops - x.busy_loops) as f64 / loops as f64)
+            100.0 * y.stats.idle_share_since(&x.stats)
         );
     }
     s
@@ -356,13 +354,10 @@ fn summary(a: &Status, b: &Status, secs: f64, r: &vnic_control::appliance::Shutd
         mpps(total, secs)
     );
     for (x, y) in a.cores.iter().zip(&b.cores) {
-        let p = y.packets - x.packets;
-        if p > 0 {
+        if let Some(c) = y.stats.cycles_per_packet_since(&x.stats) {
             eprintln!(
-                "  core {}: {:.1} busy cycles per packet hop, forwarding table generation {}",
-                y.core,
-                (y.busy_cycles - x.busy_cycles) as f64 / p as f64,
-                y.table_generation
+                "  core {}: {c:.1} busy cycles per packet hop, forwarding table generation {}",
+                y.core, y.table_generation
             );
         }
     }
