@@ -353,9 +353,8 @@ fn run(args: Args) -> Res<()> {
         .filter(|s| matches!(s, Scenario::Null | Scenario::Memif | Scenario::Pvp))
         .collect();
     let cpu = cpu_model();
-    eprintln!(
-        "vnic-bench: {:?}, {rounds} rounds, {seconds} s windows; CPU {cpu} x{}; DPDK {}; {}",
-        all,
+    let machine = format!(
+        "CPU {cpu} x{}, DPDK {}, {}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -366,6 +365,7 @@ fn run(args: Args) -> Res<()> {
             "no hugepages"
         }
     );
+    eprintln!("vnic-bench: {all:?}, {rounds} rounds, {seconds} s windows; {machine}");
     let started = Instant::now();
     let total: usize = scenarios
         .iter()
@@ -684,17 +684,8 @@ fn run(args: Args) -> Res<()> {
     }
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
     let header = format!(
-        "# vnic-bench {}\n\nCPU {cpu} x{}, DPDK {}, {}; {} s{}\n\n",
+        "# vnic-bench {}\n\n{machine}; {} s{}\n\n",
         path.display(),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        vnic_dataplane::eal::dpdk_version(),
-        if env.huge {
-            "hugepages"
-        } else {
-            "no hugepages"
-        },
         started.elapsed().as_secs_f64().round(),
         if incomplete { " (INCOMPLETE)" } else { "" }
     );
