@@ -1,16 +1,14 @@
-//! `vnic-bench`: vnicd's forwarding rate against `dpdk-testpmd --forward-mode=io` on the same vdev
-//! topology and the same pinned core (CPU 1), alternating A/B in one run.
+//! `vnic-bench`: line-rate benchmarks of vnicd against what a user would pick instead, measured
+//! in the same run, the way DPDK and FD.io CSIT benchmark forwarders.
 //!
-//! Scenarios (both run by default):
-//! - `null`: the device under test alone, two `net_null` ports (rx makes mbufs, tx frees them).
-//!   Nothing else runs, so the DUT's own per-packet cost is the limit. Rate: the DUT's tx counters.
-//! - `memif`: a testpmd "wire" with two memif server ports (io, paired) on CPU 0 and the DUT with
-//!   two memif client ports on CPU 1, seeded with `start tx_first`. Rate: the wire's rx counters.
+//! Line-rate topologies (see `topo.rs`): the paced generator `vnic-gen` ↔ memif ↔ a device under
+//! test (vnicd with client processes = `pvp`, `dpdk-testpmd` io = `baseline-testpmd`, Open vSwitch
+//! with DPDK = `baseline-ovs`), interleaved round by round: MRR per frame size and IMIX, NDR/PDR by
+//! binary search, latency at 10/50/90 % of NDR, cycles per frame of the DUT core.
 //!
-//! Devices under test: `testpmd-io` (io, paired); `vnicd-lcore` (two vNICs, one backing device
-//! each, in-core bounce client, data core on an EAL lcore); `vnicd-thread` (the same on a
-//! registered pinned thread). vnicd's path has the client-ring hop testpmd io lacks: VF → client
-//! rx ring → client → client tx ring → VF.
+//! Other scenarios: `scale` (vNICs on one data core), `failover` (outage), `reload` (latency and
+//! loss), and the closed-loop forwarding A/B of the foundation issue (`null`, `memif`: vnicd vs
+//! testpmd io on two `net_null` ports and on a seeded memif loop), `client`, `attach`.
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -21,58 +19,84 @@ use vnic_bench::vnicd;
 
 mod clientbench;
 mod failbench;
-mod latbench;
+mod plots;
 mod reloadbench;
+mod report;
 mod scalebench;
+mod topo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 enum Scenario {
+    /// vnicd with a `vnic-client reflect` process per vNIC, paced generator on memif.
+    Pvp,
+    /// dpdk-testpmd io in vnicd's place (the software limit of the topology).
+    BaselineTestpmd,
+    /// Open vSwitch with DPDK in vnicd's place.
+    BaselineOvs,
+    /// 1..32 vNICs on one data core (net_null, in-core bounce).
+    Scale,
+    /// Latency at 10/50/90 % of NDR, vnicd against testpmd io.
+    Latency,
+    /// Outage on an unplanned failover (peer killed) and loss on a planned one.
+    Failover,
+    /// Reload latency beside 31 busy vNICs and loss on the untouched ones.
+    Reload,
+    /// Closed loop on two net_null ports: vnicd vs testpmd io, DUT-bound.
     Null,
+    /// Closed loop on a seeded memif wire: vnicd vs testpmd io.
     Memif,
     /// In-core vs separate-process client on one vNIC.
     Client,
     /// ATTACH/DETACH latency.
     Attach,
-    /// Outage on an unplanned failover (peer killed) and loss on a planned one.
-    Failover,
-    /// Reload latency on a 256-vNIC config and loss on untouched vNICs.
-    Reload,
-    /// memif forwarding at frame sizes 64..1518, vnicd vs testpmd io.
-    Sizes,
-    /// 1..32 vNICs on one data core (net_null, in-core bounce).
-    Scale,
-    /// memif wire, vnicd with `vnic-client reflect` processes vs testpmd io in its place.
-    Pvp,
-    /// Round-trip latency of timestamped frames through vnicd and a reflecting peer.
-    Latency,
-    All,
+}
+
+impl Scenario {
+    fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Parser)]
-#[command(about = "vnicd forwarding benchmark against dpdk-testpmd io on the same topology")]
+#[command(
+    about = "Line-rate benchmarks of vnicd against dpdk-testpmd io and OVS-DPDK on the same topology"
+)]
 struct Args {
-    /// Short run for reviewers (3 rounds, 2 s windows).
+    /// Short run for reviewers (under 2 minutes).
     #[arg(long)]
     quick: bool,
-    /// Which topology.
-    #[arg(long, value_enum, default_value = "all")]
-    scenario: Scenario,
-    /// Rounds; each round runs every device under test once (order rotates).
+    /// Scenarios to run (repeat or comma-separate); none = the comparison set.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenario: Vec<Scenario>,
+    /// Rounds; each round runs every device under test once (order rotates). Default 5 (quick 1).
     #[arg(long)]
     rounds: Option<u32>,
-    /// Measurement window per trial, seconds.
+    /// Measurement window of the closed-loop and scale trials, seconds.
     #[arg(long)]
     seconds: Option<f64>,
-    /// Write results as JSON here (default: bench/results/<date>-forwarding.json).
+    /// Write results as JSON here (default: bench/results/<date>-<scenario>.json; Markdown and
+    /// SVG plots beside it).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// vnicd binary (default: next to this one).
+    /// vnicd binary (default: next to this one; vnic-gen and vnic-client beside it).
     #[arg(long)]
     vnicd: Option<PathBuf>,
-    /// memif: bursts of 32 seeded per wire port (`start tx_first N`).
+    /// CPU of the traffic generator (and of every main/control thread).
+    #[arg(long, default_value_t = 0)]
+    gen_cpu: u32,
+    /// CPU of the device under test's forwarding core.
+    #[arg(long, default_value_t = 1)]
+    dut_cpu: u32,
+    /// memif closed loop: bursts of 32 seeded per wire port (`start tx_first N`).
     #[arg(long, default_value_t = 8)]
     seed_bursts: u32,
+    /// Run even if other DPDK processes are running (their polling would skew every figure).
+    #[arg(long)]
+    force: bool,
     #[command(subcommand)]
     cmd: Option<Sub>,
 }
@@ -169,8 +193,6 @@ enum Dut {
     TestpmdIo,
     VnicdLcore,
     VnicdThread,
-    /// vnicd with a `vnic-client reflect` process per vNIC (the real client path).
-    VnicdPvp,
 }
 
 impl Dut {
@@ -179,20 +201,11 @@ impl Dut {
             Dut::TestpmdIo => "testpmd-io",
             Dut::VnicdLcore => "vnicd-lcore",
             Dut::VnicdThread => "vnicd-thread",
-            Dut::VnicdPvp => "vnicd-pvp",
         }
     }
 }
 
 const DUTS: [Dut; 3] = [Dut::TestpmdIo, Dut::VnicdLcore, Dut::VnicdThread];
-
-/// The devices under test of a forwarding scenario.
-fn duts_for(sc: Scenario) -> Vec<Dut> {
-    match sc {
-        Scenario::Pvp => vec![Dut::TestpmdIo, Dut::VnicdPvp],
-        _ => DUTS.to_vec(),
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 struct Trial {
@@ -273,6 +286,13 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Keep the harness, and every helper thread its children start before they pin their own
+    // pollers, on the generator's CPU: the DUT's CPU is left to the DUT.
+    if !core_affinity::set_for_current(core_affinity::CoreId {
+        id: args.gen_cpu as usize,
+    }) {
+        eprintln!("vnic-bench: cannot pin to CPU {}", args.gen_cpu);
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -304,155 +324,434 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Progress on the terminal: a bar with ETA when stderr is a terminal, plain lines otherwise.
+/// The bar counts estimated seconds of work, so its ETA holds across steps of unequal length.
+struct Progress {
+    pb: indicatif::ProgressBar,
+    done: f64,
+}
+
+impl Progress {
+    fn new(total_s: f64) -> Progress {
+        let pb = indicatif::ProgressBar::new(total_s.max(1.0) as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {percent:>3}% ETA {eta:>4} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Progress { pb, done: 0.0 }
+    }
+    /// A step of about `est_s` seconds starts.
+    fn step(&mut self, msg: &str, est_s: f64) {
+        self.pb.set_position(self.done as u64);
+        self.done += est_s;
+        self.pb.set_message(msg.to_string());
+    }
+    /// A line above the bar (or on stderr when there is no bar).
+    fn line(&self, s: &str) {
+        if self.pb.is_hidden() {
+            eprintln!("{s}");
+        } else {
+            self.pb.println(s);
+        }
+    }
+    fn finish(&self) {
+        self.pb.finish_and_clear();
+    }
+}
+
+/// Other DPDK pollers on this host would take CPU from every trial.
+fn busy_pollers() -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if [
+            "vnicd",
+            "dpdk-testpmd",
+            "vnic-gen",
+            "vnic-client",
+            "ovs-vswitchd-dp",
+        ]
+        .contains(&comm)
+        {
+            found.push(format!("{comm} (pid {pid})"));
+        }
+    }
+    found
+}
+
+fn today() -> String {
+    Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 fn run(args: Args) -> Res<()> {
     let mut md = String::new();
-    let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 7 });
-    let seconds = args.seconds.unwrap_or(if args.quick { 1.5 } else { 3.0 });
+    let quick = args.quick;
+    let rounds = args.rounds.unwrap_or(if quick { 1 } else { 5 });
+    let seconds = args.seconds.unwrap_or(if quick { 1.0 } else { 3.0 });
     if rounds == 0 || !(seconds > 0.0 && seconds.is_finite()) {
         return Err("--rounds and --seconds must be positive".into());
+    }
+    // Not available_parallelism(): this process is pinned to one CPU by now.
+    let ncpu = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(1)
+        .max(1) as u32;
+    if args.gen_cpu == args.dut_cpu || args.gen_cpu >= ncpu || args.dut_cpu >= ncpu {
+        return Err(format!(
+            "--gen-cpu {} / --dut-cpu {}: need two different CPUs below {ncpu}",
+            args.gen_cpu, args.dut_cpu
+        )
+        .into());
     }
     let vnicd = match args.vnicd {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("vnicd"),
     };
-    if !vnicd.exists() {
-        return Err(format!("{} not found: build with `make build`", vnicd.display()).into());
+    for b in ["vnicd", "vnic-gen", "vnic-client"] {
+        let p = vnicd.with_file_name(b);
+        if !p.exists() {
+            return Err(format!("{} not found: build with `make build`", p.display()).into());
+        }
     }
-    let which = which_testpmd();
-    if !which {
-        return Err("dpdk-testpmd not found (install dpdk-dev: `make deps`)".into());
+    if !args.force {
+        let busy = busy_pollers();
+        if !busy.is_empty() {
+            return Err(format!(
+                "other DPDK processes are running and would skew every figure: {} (stop them, or --force)",
+                busy.join(", ")
+            )
+            .into());
+        }
     }
+    let huge = vnic_dataplane::eal::host_hugepages_usable();
+    let comparison = args.scenario.is_empty();
+    let mut set: Vec<Scenario> = if comparison {
+        let mut v = vec![
+            Scenario::Pvp,
+            Scenario::BaselineTestpmd,
+            Scenario::BaselineOvs,
+            Scenario::Scale,
+            Scenario::Failover,
+            Scenario::Reload,
+        ];
+        if !quick {
+            v.extend([Scenario::Null, Scenario::Memif]);
+        }
+        v
+    } else {
+        args.scenario.clone()
+    };
+    set.dedup();
+    let label = if comparison {
+        "comparison".to_string()
+    } else {
+        set.iter().map(|s| s.name()).collect::<Vec<_>>().join("+")
+    };
+    let needs_testpmd = set.iter().any(|s| {
+        matches!(
+            s,
+            Scenario::BaselineTestpmd
+                | Scenario::Latency
+                | Scenario::Failover
+                | Scenario::Null
+                | Scenario::Memif
+        )
+    });
+    if needs_testpmd && !which_testpmd() {
+        return Err("dpdk-testpmd not found (it is in Debian's dpdk-dev: `make deps`)".into());
+    }
+    let mut topos: Vec<topo::Topo> = Vec::new();
+    for s in &set {
+        match s {
+            Scenario::Pvp => {
+                topos.push(topo::Topo::Vnicd);
+                if !quick {
+                    topos.push(topo::Topo::VnicdInline);
+                }
+            }
+            Scenario::BaselineTestpmd => topos.push(topo::Topo::TestpmdIo),
+            Scenario::BaselineOvs => topos.push(topo::Topo::OvsDpdk),
+            Scenario::Latency => topos.extend([topo::Topo::Vnicd, topo::Topo::TestpmdIo]),
+            _ => {}
+        }
+    }
+    let mut seen = Vec::new();
+    topos.retain(|t| {
+        let new = !seen.contains(t);
+        seen.push(*t);
+        new
+    });
+    if !topos.is_empty() && !huge {
+        return Err("the line-rate topologies need hugepages (vnicd's clients are DPDK secondaries): `make hugepages`".into());
+    }
+    let mut ovs_skipped: Option<String> = None;
+    if topos.contains(&topo::Topo::OvsDpdk) {
+        if let Some(why) = vnic_bench::ovs::missing() {
+            if set == [Scenario::BaselineOvs] {
+                return Err(why.into());
+            }
+            eprintln!("vnic-bench: baseline-ovs skipped: {why}");
+            ovs_skipped = Some(why);
+            topos.retain(|t| *t != topo::Topo::OvsDpdk);
+        }
+    }
+    let plan = if quick {
+        topo::Plan {
+            sizes: vec![
+                ("64".into(), vec![64]),
+                ("imix".into(), vnic_bench::gen::IMIX.to_vec()),
+            ],
+            search_sizes: vec!["64".into()],
+            latency_at: vec![0.5],
+            mrr_seconds: 1.0,
+            short_seconds: 0.25,
+            final_seconds: 0.5,
+            latency_seconds: 0.5,
+            warmup: 0.1,
+            precision: 0.05,
+        }
+    } else {
+        let only_latency = set == [Scenario::Latency];
+        let mut sizes: Vec<(String, Vec<u16>)> = [64u16, 128, 256, 512, 1024, 1518]
+            .iter()
+            .map(|&l| (l.to_string(), vec![l]))
+            .collect();
+        sizes.push(("imix".into(), vnic_bench::gen::IMIX.to_vec()));
+        if only_latency {
+            sizes.truncate(1);
+        }
+        topo::Plan {
+            search_sizes: if only_latency {
+                vec!["64".into()]
+            } else {
+                vec!["64".into(), "imix".into()]
+            },
+            sizes,
+            latency_at: vec![0.1, 0.5, 0.9],
+            mrr_seconds: 2.0,
+            short_seconds: 1.0,
+            final_seconds: 3.0,
+            latency_seconds: 3.0,
+            warmup: 0.3,
+            precision: 0.02,
+        }
+    };
     let dir = std::env::temp_dir().join(format!("vnic-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let env = Env {
         frame_len: 64,
         dir: dir.clone(),
-        huge: vnic_dataplane::eal::host_hugepages_usable(),
-        vnicd,
+        huge,
+        vnicd: vnicd.clone(),
         seconds,
         seed_bursts: args.seed_bursts.clamp(1, 64),
     };
-    let all: Vec<Scenario> = match args.scenario {
-        Scenario::All => vec![
-            Scenario::Null,
-            Scenario::Memif,
-            Scenario::Client,
-            Scenario::Attach,
-            Scenario::Failover,
-            Scenario::Reload,
-            Scenario::Sizes,
-            Scenario::Scale,
-            Scenario::Pvp,
-            Scenario::Latency,
-        ],
-        s => vec![s],
+    let tenv = topo::TopoEnv {
+        vnicd: vnicd.clone(),
+        dir: dir.clone(),
+        huge,
+        gen_cpu: args.gen_cpu,
+        dut_cpu: args.dut_cpu,
     };
-    let scenarios: Vec<Scenario> = all
+    let cpu = cpu_model();
+    let ovs_version = Command::new("ovs-vsctl")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        });
+    let machine = format!(
+        "CPU {cpu} x{ncpu}, generator/main on CPU {}, DUT on CPU {}, DPDK {}, {}{}",
+        args.gen_cpu,
+        args.dut_cpu,
+        vnic_dataplane::eal::dpdk_version(),
+        if huge { "hugepages" } else { "no hugepages" },
+        ovs_version
+            .as_deref()
+            .map(|v| format!(", {v}"))
+            .unwrap_or_default()
+    );
+    let closed: Vec<Scenario> = set
         .iter()
         .copied()
-        .filter(|s| matches!(s, Scenario::Null | Scenario::Memif | Scenario::Pvp))
+        .filter(|s| matches!(s, Scenario::Null | Scenario::Memif))
         .collect();
-    let cpu = cpu_model();
-    let machine = format!(
-        "CPU {cpu} x{}, DPDK {}, {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        vnic_dataplane::eal::dpdk_version(),
-        if env.huge {
-            "hugepages"
-        } else {
-            "no hugepages"
-        }
+    let closed_rounds = rounds.max(3);
+    // Estimated seconds of each part, for the progress bar's ETA.
+    let trial_est = |s: f64| s + plan.warmup + 0.15;
+    let search_est = (8.0 * trial_est(plan.short_seconds) + 2.0 * trial_est(plan.final_seconds))
+        * plan.search_sizes.len() as f64;
+    let round_est = 3.0
+        + plan.sizes.len() as f64 * trial_est(plan.mrr_seconds)
+        + search_est
+        + plan.latency_at.len() as f64 * trial_est(plan.latency_seconds);
+    let failover_reps = if quick { 2 } else { 20 };
+    let reloads = if quick { 20 } else { 100 };
+    let scale_counts: Vec<usize> = if quick {
+        vec![1, 8, 32]
+    } else {
+        vec![1, 8, 16, 32]
+    };
+    let scale_reps = if quick { 1 } else { 3 };
+    let mut total = rounds as f64 * topos.len() as f64 * round_est
+        + closed.len() as f64 * closed_rounds as f64 * 3.0 * (seconds + 3.0);
+    for s in &set {
+        total += match s {
+            Scenario::Scale => scale_counts.len() as f64 * scale_reps as f64 * (seconds + 2.0),
+            Scenario::Failover => failover_reps as f64 * 2.0 * 4.0,
+            Scenario::Reload => 8.0 + reloads as f64 * 0.05,
+            Scenario::Client => rounds as f64 * 2.0 * (seconds + 3.0),
+            Scenario::Attach => 5.0,
+            _ => 0.0,
+        };
+    }
+    eprintln!(
+        "vnic-bench: {label}: {:?}, {rounds} rounds; {machine}; about {:.0} s",
+        set, total
     );
-    eprintln!("vnic-bench: {all:?}, {rounds} rounds, {seconds} s windows; {machine}");
+    let mut prog = Progress::new(total);
     let started = Instant::now();
-    let total: usize = scenarios
-        .iter()
-        .map(|&s| rounds as usize * duts_for(s).len())
-        .sum();
-    let mut trials = Vec::new();
+
+    // Line-rate topologies, interleaved round by round.
+    let mut topo_rounds: Vec<topo::TopoRound> = Vec::new();
     let result = (|| -> Res<()> {
-        for &sc in &scenarios {
-            for r in 0..rounds {
-                // Rotate the order each round so drift on a noisy host hits every device alike.
-                let mut order = duts_for(sc);
+        for r in 0..rounds {
+            let mut order = topos.clone();
+            if !order.is_empty() {
                 let k = order.len();
                 order.rotate_left(r as usize % k);
+            }
+            for t in order {
+                check_stop()?;
+                let tag = format!("round {}/{rounds} {}", r + 1, t.name());
+                prog.step(&format!("{tag}: start"), 3.0);
+                let mut progress = |what: &str| {
+                    let est = if what.starts_with("MRR") {
+                        trial_est(plan.mrr_seconds)
+                    } else if what.starts_with("latency") {
+                        trial_est(plan.latency_seconds)
+                    } else if what.ends_with("(final)") {
+                        trial_est(plan.final_seconds)
+                    } else {
+                        trial_est(plan.short_seconds)
+                    };
+                    prog.step(&format!("{tag}: {what}"), est);
+                };
+                let x = topo::run_round(&tenv, t, r, &plan, &mut progress, &check_stop)
+                    .map_err(|e| format!("{tag}: {e}"))?;
+                let s64 = x.search.first();
+                prog.line(&format!(
+                    "{tag}: MRR {} | NDR {} PDR {} Mpps | {}",
+                    x.mrr
+                        .iter()
+                        .map(|m| format!("{} {:.2}", m.size, m.mrr_mpps))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    s64.map(|s| format!("{:.2}", s.ndr_mpps))
+                        .unwrap_or("-".into()),
+                    s64.map(|s| format!("{:.2}", s.pdr_mpps))
+                        .unwrap_or("-".into()),
+                    x.latency
+                        .iter()
+                        .map(|l| format!(
+                            "{:.0}%: p50 {:.1} p99 {:.1} µs",
+                            l.share * 100.0,
+                            l.latency.p50_us,
+                            l.latency.p99_us
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                topo_rounds.push(x);
+            }
+        }
+        Ok(())
+    })();
+
+    // Closed-loop forwarding A/B (null, memif).
+    let mut trials = Vec::new();
+    let result = result.and_then(|()| {
+        for &sc in &closed {
+            for r in 0..closed_rounds {
+                // Rotate the order each round so drift on a noisy host hits every device alike.
+                let mut order = DUTS.to_vec();
+                order.rotate_left(r as usize % DUTS.len());
                 for d in order {
-                    let n = trials.len() + 1;
-                    let eta = (n > 1).then(|| {
-                        started.elapsed().as_secs_f64() / (n - 1) as f64 * (total - n + 1) as f64
-                    });
-                    eprint!(
-                        "[{n:>2}/{total}] {:<5} round {} {:<13} ETA {:>4} ... ",
-                        format!("{sc:?}").to_lowercase(),
+                    check_stop()?;
+                    prog.step(
+                        &format!("{} round {} {}", sc.name(), r + 1, d.name()),
+                        seconds + 3.0,
+                    );
+                    let t = trial(&env, sc, d, r)?;
+                    prog.line(&format!(
+                        "{} round {} {:<13} {:.2} Mpps{}",
+                        sc.name(),
                         r + 1,
                         d.name(),
-                        eta.map(|e| format!("{e:.0}s")).unwrap_or("-".into())
-                    );
-                    check_stop()?;
-                    let t = trial(&env, sc, d, r)?;
-                    eprintln!(
-                        "{:.2} Mpps{}",
                         t.mpps,
                         t.cycles_per_packet
                             .map(|c| format!(", {c:.1} cycles/pkt"))
                             .unwrap_or_default()
-                    );
+                    ));
                     trials.push(t);
                 }
             }
         }
         Ok(())
-    })();
+    });
     let mut client_json = serde_json::Value::Null;
     let mut attach_json = serde_json::Value::Null;
     let mut failover_json = serde_json::Value::Null;
     let mut reload_json = serde_json::Value::Null;
-    let mut sizes_json = serde_json::Value::Null;
     let mut scale_json = serde_json::Value::Null;
-    let mut latency_json = serde_json::Value::Null;
+    let mut scale_rows: Vec<scalebench::ScaleRow> = Vec::new();
     let result = result.and_then(|()| {
-        if all.contains(&Scenario::Client) {
-            eprintln!("client: in-core reflect vs vnic-client reflect process, {rounds} rounds");
-            let t = clientbench::client_trials(&env.vnicd, &env.dir, rounds, seconds)?;
-            let med = |k: &str| median(&t.iter().filter(|x| x.client == k).map(|x| x.mpps).collect::<Vec<_>>());
-            let (inc, proc_) = (med("in-core"), med("process"));
+        if set.contains(&Scenario::Scale) {
+            prog.step(&format!("scale: {scale_counts:?} vNICs on one data core"), scale_counts.len() as f64 * scale_reps as f64 * (seconds + 2.0));
+            let r = scalebench::run(&env.vnicd, &env.dir, &scale_counts, scale_reps, seconds)?;
             out!(md, "");
-            out!(md, "| client | median Mpps (vNIC tx) |");
-            out!(md, "|---|---:|");
-            out!(md, "| in-core reflect on the data core (CPU 1) | {inc:.2} |");
-            out!(md, "| vnic-client reflect process (CPU 0), zero copy | {proc_:.2} |");
-            out!(md, "process / in-core: {:.3}", proc_ / inc);
-            client_json = serde_json::json!({"trials": t, "median_in_core_mpps": inc, "median_process_mpps": proc_, "ratio": proc_ / inc});
-        }
-        if all.contains(&Scenario::Attach) {
-            let cycles = if args.quick { 200 } else { 1000 };
-            eprintln!("attach: {cycles} ATTACH/DETACH cycles");
-            let (a, d) = clientbench::attach_latency(&env.vnicd, &env.dir, cycles)?;
-            out!(md, "");
-            out!(md, "| op | samples | p50 µs | p90 µs | p99 µs | max µs |");
-            out!(md, "|---|---:|---:|---:|---:|---:|");
-            for (n, l) in [("ATTACH", &a), ("DETACH", &d)] {
-                out!(md, "| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} |", l.samples, l.p50_us, l.p90_us, l.p99_us, l.max_us);
+            out!(md, "| vNICs on one data core (net_null, in-core bounce) | median Mpps (all vNICs) | vs 1 vNIC |");
+            out!(md, "|---:|---:|---:|");
+            for x in &r {
+                out!(md, "| {} | {:.2} | {:.3} |", x.vnics, x.median_mpps, x.vs_one);
             }
-            attach_json = serde_json::json!({"attach": a, "detach": d});
+            out!(md, "64, 256 vNICs: not possible here, every backing device is an ethdev port and Debian's DPDK has RTE_MAX_ETHPORTS = {}.", vnic_dataplane::MAX_PORTS);
+            scale_json = serde_json::to_value(&r)?;
+            scale_rows = r;
         }
-        if all.contains(&Scenario::Failover) {
+        if set.contains(&Scenario::Failover) {
             if !env.huge {
                 return Err("the failover scenario needs hugepages (its client is a separate process)".into());
             }
-            let reps = if args.quick { 3 } else { 20 };
+            let reps = failover_reps;
             let rate = 100_000;
-            eprintln!("failover: {reps} unplanned (peer killed) and {reps} planned switches at {rate} frames/s");
             let mut t = Vec::new();
             for r in 0..reps {
                 for planned in [false, true] {
                     check_stop()?;
+                    prog.step(&format!("failover {}/{reps} {}", r + 1, if planned { "planned" } else { "unplanned" }), 4.0);
                     let x = failbench::trial(&env.vnicd, &env.dir, planned, rate)?;
-                    eprintln!(
-                        "  {:>2} {:<9} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us, vnicd drops rx {} tx {}",
+                    prog.line(&format!(
+                        "failover {:>2} {:<9} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us, vnicd drops rx {} tx {}",
                         r + 1,
                         if planned { "planned" } else { "unplanned" },
                         x.lost,
@@ -462,7 +761,7 @@ fn run(args: Args) -> Res<()> {
                         x.switch_us,
                         x.vnicd_rx_drops,
                         x.vnicd_tx_drops
-                    );
+                    ));
                     t.push(x);
                 }
             }
@@ -472,7 +771,7 @@ fn run(args: Args) -> Res<()> {
             };
             let mut rows = Vec::new();
             out!(md, "");
-            out!(md, "| failover | metric | median | p99 | max |");
+            out!(md, "| failover at {rate} frames/s, {reps} each | metric | median | p99 | max |");
             out!(md, "|---|---|---:|---:|---:|");
             for planned in [false, true] {
                 let sel: Vec<&failbench::FailTrial> = t.iter().filter(|x| x.planned == planned).collect();
@@ -490,12 +789,11 @@ fn run(args: Args) -> Res<()> {
             }
             failover_json = serde_json::json!({"rate": rate, "trials": t, "summary": rows});
         }
-        if all.contains(&Scenario::Reload) {
-            let reloads = if args.quick { 20 } else { 100 };
+        if set.contains(&Scenario::Reload) {
             // Each vNIC's backing device is an ethdev port, and Debian's DPDK has 32 of them:
             // the largest config here is 31 vNICs plus the one added and removed.
             let n = vnic_dataplane::MAX_PORTS as usize - 1;
-            eprintln!("reload: {reloads} reloads of one vNIC beside {n} busy ones (RTE_MAX_ETHPORTS = {})", vnic_dataplane::MAX_PORTS);
+            prog.step(&format!("reload: {reloads} reloads beside {n} busy vNICs"), 8.0 + reloads as f64 * 0.05);
             let r = reloadbench::run(&env.vnicd, &env.dir, n, reloads)?;
             out!(md, "");
             out!(md, "| reload (1 vNIC added or removed beside {n} busy ones) | p50 | p99 | max | drops on untouched vNICs |");
@@ -506,68 +804,34 @@ fn run(args: Args) -> Res<()> {
             );
             reload_json = serde_json::to_value(&r)?;
         }
-        if all.contains(&Scenario::Sizes) {
-            let sizes: &[u32] = if args.quick { &[64, 512, 1518] } else { &[64, 128, 256, 512, 1024, 1518] };
-            let reps = if args.quick { 1 } else { 3 };
-            eprintln!("sizes: memif, vnicd-lcore vs testpmd-io at {sizes:?}, {reps} rounds");
-            let mut rows = Vec::new();
+        if set.contains(&Scenario::Client) {
+            prog.step("client: in-core vs process", rounds as f64 * 2.0 * (seconds + 3.0));
+            let t = clientbench::client_trials(&env.vnicd, &env.dir, rounds, seconds)?;
+            let med = |k: &str| median(&t.iter().filter(|x| x.client == k).map(|x| x.mpps).collect::<Vec<_>>());
+            let (inc, proc_) = (med("in-core"), med("process"));
             out!(md, "");
-            out!(md, "| frame bytes | testpmd-io Mpps | vnicd Mpps | vnicd Gbit/s | vnicd / testpmd (median per-round) |");
-            out!(md, "|---:|---:|---:|---:|---:|");
-            for &len in sizes {
-                let e = Env { frame_len: len, ..env.clone() };
-                let (mut a, mut b, mut r) = (Vec::new(), Vec::new(), Vec::new());
-                for round in 0..reps {
-                    let order = if round % 2 == 0 { [Dut::TestpmdIo, Dut::VnicdLcore] } else { [Dut::VnicdLcore, Dut::TestpmdIo] };
-                    let mut got = [0.0f64; 2];
-                    for d in order {
-                        check_stop()?;
-                        let t = trial(&e, Scenario::Memif, d, round)?;
-                        got[(d == Dut::VnicdLcore) as usize] = t.mpps;
-                    }
-                    a.push(got[0]);
-                    b.push(got[1]);
-                    r.push(got[1] / got[0]);
-                }
-                let (ma, mb, mr) = (median(&a), median(&b), median(&r));
-                // On the wire a frame also costs 20 bytes of preamble and gap.
-                let gbps = mb * 1e6 * (len as f64 + 20.0) * 8.0 / 1e9;
-                out!(md, "| {len} | {ma:.2} | {mb:.2} | {gbps:.1} | {mr:.3} |");
-                eprintln!("  {len} B: testpmd {ma:.2} Mpps, vnicd {mb:.2} Mpps ({mr:.3})");
-                rows.push(serde_json::json!({"frame_len": len, "testpmd_mpps": a, "vnicd_mpps": b, "median_ratio": mr}));
-            }
-            sizes_json = serde_json::json!(rows);
+            out!(md, "| client | median Mpps (vNIC tx) |");
+            out!(md, "|---|---:|");
+            out!(md, "| in-core reflect on the data core (CPU 1) | {inc:.2} |");
+            out!(md, "| vnic-client reflect process (CPU 0), zero copy | {proc_:.2} |");
+            out!(md, "process / in-core: {:.3}", proc_ / inc);
+            client_json = serde_json::json!({"trials": t, "median_in_core_mpps": inc, "median_process_mpps": proc_, "ratio": proc_ / inc});
         }
-        if all.contains(&Scenario::Scale) {
-            let counts = [1usize, 8, 16, 32];
-            let reps = if args.quick { 1 } else { 3 };
-            eprintln!("scale: {counts:?} vNICs on one data core, {reps} rounds");
-            let r = scalebench::run(&env.vnicd, &env.dir, &counts, reps, seconds)?;
+        if set.contains(&Scenario::Attach) {
+            let cycles = if quick { 200 } else { 1000 };
+            prog.step(&format!("attach: {cycles} ATTACH/DETACH cycles"), 5.0);
+            let (a, d) = clientbench::attach_latency(&env.vnicd, &env.dir, cycles)?;
             out!(md, "");
-            out!(md, "| vNICs on one data core | median Mpps (all vNICs) | vs 1 vNIC |");
-            out!(md, "|---:|---:|---:|");
-            for x in &r {
-                out!(md, "| {} | {:.2} | {:.3} |", x.vnics, x.median_mpps, x.vs_one);
+            out!(md, "| op | samples | p50 µs | p90 µs | p99 µs | max µs |");
+            out!(md, "|---|---:|---:|---:|---:|---:|");
+            for (n, l) in [("ATTACH", &a), ("DETACH", &d)] {
+                out!(md, "| {n} | {} | {:.1} | {:.1} | {:.1} | {:.1} |", l.samples, l.p50_us, l.p90_us, l.p99_us, l.max_us);
             }
-            scale_json = serde_json::to_value(&r)?;
-        }
-        if all.contains(&Scenario::Latency) {
-            if !env.huge {
-                return Err("the latency scenario needs hugepages (its client is a separate process)".into());
-            }
-            let rates = [10_000u64, 100_000, 500_000];
-            eprintln!("latency: timestamped frames at {rates:?} frames/s");
-            let r = latbench::run(&env.vnicd, &env.dir, &rates, if args.quick { 2.0 } else { 5.0 })?;
-            out!(md, "");
-            out!(md, "| offered frames/s | round trip through vnicd and a reflecting testpmd (µs) |");
-            out!(md, "|---:|---|");
-            for x in &r {
-                out!(md, "| {} | {} |", x.rate, x.line.trim_start_matches("latency_us "));
-            }
-            latency_json = serde_json::to_value(&r)?;
+            attach_json = serde_json::json!({"attach": a, "detach": d});
         }
         Ok(())
     });
+    prog.finish();
     let _ = std::fs::remove_dir_all(&dir);
     let incomplete = result.is_err();
     if let Err(e) = &result {
@@ -576,8 +840,113 @@ fn run(args: Args) -> Res<()> {
         );
     }
 
+    // Line-rate summary first in the report.
+    let size_labels: Vec<String> = plan.sizes.iter().map(|(l, _)| l.clone()).collect();
+    let (topo_json, topo_md) = report::summarize(&topo_rounds, &size_labels, &plan.latency_at);
+    let mut goals: Vec<String> = Vec::new();
+    if !topo_rounds.is_empty() {
+        let has = |t: topo::Topo| topo_rounds.iter().any(|r| r.topo == t);
+        let mut g = |s: String| goals.push(s);
+        if has(topo::Topo::Vnicd) && has(topo::Topo::TestpmdIo) {
+            for (what, f) in [
+                (
+                    "MRR",
+                    report::mrr as fn(&topo::TopoRound, &str) -> Option<f64>,
+                ),
+                ("NDR", report::ndr),
+                ("PDR", report::pdr),
+            ] {
+                for t in [topo::Topo::Vnicd, topo::Topo::VnicdInline] {
+                    if let Some(s) =
+                        report::round_ratio(&topo_rounds, t, topo::Topo::TestpmdIo, |r| f(r, "64"))
+                    {
+                        g(format!(
+                            "{} {what} 64 B = {:.3} x testpmd io (median per-round ratio): goal >= 0.95 {}",
+                            t.name(),
+                            s.median,
+                            if s.median >= 0.95 { "met" } else { "NOT met" }
+                        ));
+                    }
+                }
+            }
+        }
+        if has(topo::Topo::Vnicd) && has(topo::Topo::OvsDpdk) {
+            for (what, f) in [
+                (
+                    "MRR",
+                    report::mrr as fn(&topo::TopoRound, &str) -> Option<f64>,
+                ),
+                ("PDR", report::pdr),
+            ] {
+                if let Some(s) =
+                    report::round_ratio(&topo_rounds, topo::Topo::Vnicd, topo::Topo::OvsDpdk, |r| {
+                        f(r, "64")
+                    })
+                {
+                    g(format!(
+                        "vnicd {what} 64 B = {:.3} x OVS-DPDK: goal > 1 (ahead of OVS) {}",
+                        s.median,
+                        if s.median > 1.0 { "met" } else { "NOT met" }
+                    ));
+                }
+            }
+        }
+        let p99 = |t: topo::Topo| {
+            report::Stat::of(
+                &topo_rounds
+                    .iter()
+                    .filter(|r| r.topo == t)
+                    .filter_map(|r| r.latency.iter().find(|l| (l.share - 0.5).abs() < 1e-9))
+                    .map(|l| l.latency.p99_us)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        if let (Some(v), Some(b)) = (p99(topo::Topo::Vnicd), p99(topo::Topo::TestpmdIo)) {
+            let added = v.median - b.median;
+            g(format!(
+                "p99 latency added by vnicd at 50 % of NDR = {added:.1} µs (vnicd {:.1} - testpmd io {:.1}, medians): goal < 10 µs {}",
+                v.median,
+                b.median,
+                if added < 10.0 { "met" } else { "NOT met" }
+            ));
+        }
+    }
+    if let Some(last) = scale_rows.last() {
+        goals.push(format!(
+            "{} vNICs = {:.3} x the 1-vNIC rate; the goal is 256 vNICs >= 0.8 x: 256 cannot be configured here (RTE_MAX_ETHPORTS = {}), {} vNICs {} 0.8",
+            last.vnics,
+            last.vs_one,
+            vnic_dataplane::MAX_PORTS,
+            last.vnics,
+            if last.vs_one >= 0.8 { "meet" } else { "do NOT meet" }
+        ));
+    }
+    if let Some(rows) = failover_json["summary"].as_array() {
+        if let Some(m) = rows.iter().find(|r| {
+            r["kind"] == "unplanned (peer killed)" && r["metric"] == "outage ms (lost / rate)"
+        }) {
+            let med = m["median"].as_f64().unwrap_or(f64::NAN);
+            goals.push(format!(
+                "failover outage (unplanned) median {med:.2} ms: goal < 1 ms {}",
+                if med < 1.0 { "met" } else { "NOT met" }
+            ));
+        }
+    }
+    let mut head = String::new();
+    if let Some(why) = &ovs_skipped {
+        head.push_str(&format!("\nbaseline-ovs: not run: {why}\n"));
+    }
+    if !topo_rounds.is_empty() {
+        head.push_str(&format!(
+            "\nLine-rate topologies: vnic-gen (CPU {}) ↔ 2 memif ports ↔ DUT (CPU {}); {} rounds, order rotated each round; trials: MRR {} s, search {} s short / {} s final, latency {} s, warm-up {} s each\n",
+            args.gen_cpu, args.dut_cpu, rounds, plan.mrr_seconds, plan.short_seconds, plan.final_seconds, plan.latency_seconds, plan.warmup
+        ));
+        head.push_str(&topo_md);
+    }
+    md = head + &md;
+
     let mut summaries = Vec::new();
-    for &sc in &scenarios {
+    for &sc in &closed {
         let of = |d: Dut| {
             trials
                 .iter()
@@ -587,7 +956,7 @@ fn run(args: Args) -> Res<()> {
         let base = of(Dut::TestpmdIo);
         let base_med = median(&base.iter().map(|t| t.mpps).collect::<Vec<_>>());
         let base_best = base.iter().map(|t| t.mpps).fold(0.0, f64::max);
-        for d in duts_for(sc) {
+        for d in DUTS {
             let ts = of(d);
             if ts.is_empty() {
                 continue;
@@ -618,6 +987,8 @@ fn run(args: Args) -> Res<()> {
     }
     if !summaries.is_empty() {
         out!(md, "");
+        out!(md, "Closed loop (seeded, no pacing; the DUT's forwarding limit), Mpps over {closed_rounds} rounds");
+        out!(md, "");
         out!(md, "| scenario | device under test | median Mpps | min | max | cycles/pkt | ratio of medians | median per-round ratio | ratio of best |");
         out!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     }
@@ -625,7 +996,7 @@ fn run(args: Args) -> Res<()> {
         out!(
             md,
             "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {:.3} | {:.3} |",
-            format!("{:?}", s.scenario).to_lowercase(),
+            s.scenario.name(),
             s.dut.name(),
             s.median_mpps,
             s.min_mpps,
@@ -638,12 +1009,10 @@ fn run(args: Args) -> Res<()> {
             s.ratio_of_best
         );
     }
-    out!(md, "");
     for s in summaries.iter().filter(|s| s.dut != Dut::TestpmdIo) {
-        out!(
-            md,
-            "{:?} {}: {:.3} x testpmd io (median per-round ratio); goal >= 0.95 {}",
-            s.scenario,
+        goals.push(format!(
+            "closed loop {} {}: {:.3} x testpmd io (median per-round ratio); goal >= 0.95 {}",
+            s.scenario.name(),
             s.dut.name(),
             s.median_round_ratio,
             if s.median_round_ratio >= 0.95 {
@@ -651,51 +1020,176 @@ fn run(args: Args) -> Res<()> {
             } else {
                 "NOT met"
             }
-        );
+        ));
     }
+    if !goals.is_empty() {
+        md.push_str("\nGoals\n\n");
+        for g in &goals {
+            md.push_str(&format!("- {g}\n"));
+        }
+    }
+    print!("{md}");
 
     let out = serde_json::json!({
-        "benchmark": "forwarding",
+        "benchmark": label,
         "incomplete": incomplete,
+        "error": result.as_ref().err().map(|e| e.to_string()),
         "date_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "machine": {
             "cpu": cpu,
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "cpus": ncpu,
+            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
             "dpdk": vnic_dataplane::eal::dpdk_version(),
+            "ovs": ovs_version,
             "hugepages": env.huge,
         },
-        "cores": {"wire": 0, "dut": 1, "dut_main": 0},
+        "cores": {"generator": args.gen_cpu, "dut": args.dut_cpu, "dut_main": args.gen_cpu},
+        "quick": quick,
         "rounds": rounds, "seconds": seconds, "seed_bursts": env.seed_bursts,
+        "plan": {"sizes": plan.sizes, "search_sizes": plan.search_sizes, "latency_at": plan.latency_at,
+                 "mrr_seconds": plan.mrr_seconds, "short_seconds": plan.short_seconds,
+                 "final_seconds": plan.final_seconds, "latency_seconds": plan.latency_seconds,
+                 "warmup": plan.warmup, "precision": plan.precision},
+        "ovs_skipped": ovs_skipped,
+        "line_rate": {"summary": topo_json, "rounds": topo_rounds},
+        "goals": goals,
         "trials": trials, "summary": summaries,
-        "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "sizes": sizes_json, "scale": scale_json, "latency": latency_json,
+        "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "scale": scale_json,
         "duration_s": started.elapsed().as_secs_f64(),
     });
-    let path = args.json.unwrap_or_else(|| {
-        let day = Command::new("date")
-            .arg("+%Y-%m-%d")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        PathBuf::from(format!("bench/results/{day}-forwarding.json"))
-    });
+    let path = args
+        .json
+        .unwrap_or_else(|| PathBuf::from(format!("bench/results/{}-{label}.json", today())));
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;
     }
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
+    let plots = write_plots(&path, &topo_rounds, &plan, &scale_rows);
     let header = format!(
-        "# vnic-bench {}\n\n{machine}; {} s{}\n\n",
-        path.display(),
+        "# vnic-bench {label}\n\n{machine}; {} s{}\n{}",
         started.elapsed().as_secs_f64().round(),
-        if incomplete { " (INCOMPLETE)" } else { "" }
+        if incomplete { " (INCOMPLETE)" } else { "" },
+        plots
+            .iter()
+            .map(|p| format!("\n![{}]({})\n", p, p))
+            .collect::<String>()
     );
     std::fs::write(path.with_extension("md"), header + &md)?;
     eprintln!(
-        "results written to {} ({:.0} s)",
+        "results written to {} (+ .md{}) in {:.0} s",
         path.display(),
+        if plots.is_empty() { "" } else { ", .svg plots" },
         started.elapsed().as_secs_f64()
     );
     result
+}
+
+/// SVG plots beside the JSON; returns their file names.
+fn write_plots(
+    json: &Path,
+    rounds: &[topo::TopoRound],
+    plan: &topo::Plan,
+    scale: &[scalebench::ScaleRow],
+) -> Vec<String> {
+    let stem = json
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut made = Vec::new();
+    let mut plot = |name: &str, f: &dyn Fn(&Path) -> Res<()>| {
+        let file = format!("{stem}-{name}.svg");
+        let p = json.with_file_name(&file);
+        match f(&p) {
+            Ok(()) => made.push(file),
+            Err(e) => eprintln!("vnic-bench: plot {name}: {e}"),
+        }
+    };
+    let ts = report::topos(rounds);
+    let fixed: Vec<&(String, Vec<u16>)> = plan.sizes.iter().filter(|(_, s)| s.len() == 1).collect();
+    if fixed.len() > 1 {
+        let series: Vec<plots::Series> = ts
+            .iter()
+            .map(|t| plots::Series {
+                name: t.name().into(),
+                points: fixed
+                    .iter()
+                    .filter_map(|(l, s)| {
+                        let v: Vec<f64> = rounds
+                            .iter()
+                            .filter(|r| r.topo == *t)
+                            .filter_map(|r| report::mrr(r, l))
+                            .collect();
+                        (!v.is_empty()).then(|| (s[0] as f64, median(&v)))
+                    })
+                    .collect(),
+            })
+            .collect();
+        plot("throughput-vs-size", &|p| {
+            plots::lines(
+                p,
+                "MRR vs frame size (median over rounds)",
+                "frame bytes",
+                "Mpps",
+                &series,
+                false,
+            )
+        });
+    }
+    // Latency CDF at 50 % of NDR (or the share measured), from the first round that has it.
+    let share = plan
+        .latency_at
+        .iter()
+        .copied()
+        .find(|s| (*s - 0.5).abs() < 1e-9)
+        .or(plan.latency_at.first().copied());
+    if let Some(sh) = share {
+        let series: Vec<plots::Series> = ts
+            .iter()
+            .filter_map(|t| {
+                let l = rounds
+                    .iter()
+                    .filter(|r| r.topo == *t)
+                    .flat_map(|r| r.latency.iter())
+                    .find(|l| (l.share - sh).abs() < 1e-9 && !l.latency.cdf.is_empty())?;
+                Some(plots::Series {
+                    name: format!("{} ({:.2} Mpps)", t.name(), l.rate_fps as f64 / 1e6),
+                    points: l.latency.cdf.iter().map(|&(q, us)| (us, q)).collect(),
+                })
+            })
+            .collect();
+        if !series.is_empty() {
+            plot("latency-cdf", &|p| {
+                plots::lines(
+                    p,
+                    &format!("Round-trip latency CDF at {:.0} % of NDR, 64 B", sh * 100.0),
+                    "µs (log)",
+                    "share of frames",
+                    &series,
+                    true,
+                )
+            });
+        }
+    }
+    if scale.len() > 1 {
+        let series = vec![plots::Series {
+            name: "vnicd, one data core".into(),
+            points: scale
+                .iter()
+                .map(|r| (r.vnics as f64, r.median_mpps))
+                .collect(),
+        }];
+        plot("throughput-vs-vnics", &|p| {
+            plots::lines(
+                p,
+                "Throughput vs vNICs on one data core (net_null)",
+                "vNICs",
+                "Mpps (all vNICs)",
+                &series,
+                false,
+            )
+        });
+    }
+    made
 }
 
 fn which_testpmd() -> bool {
@@ -715,7 +1209,7 @@ fn sock(dir: &Path, i: usize) -> String {
 fn dut_vdevs(env: &Env, sc: Scenario) -> Vec<String> {
     (0..2)
         .map(|i| match sc {
-            Scenario::Memif | Scenario::Pvp => {
+            Scenario::Memif => {
                 format!("net_memif{i},role=client,socket={},id=0", sock(&env.dir, i))
             }
             _ => format!("net_null{i}"),
@@ -771,7 +1265,7 @@ fn window(p: &mut Testpmd, env: &Env, rx: bool) -> Res<f64> {
 }
 
 fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
-    let mut wire = if matches!(sc, Scenario::Memif | Scenario::Pvp) {
+    let mut wire = if matches!(sc, Scenario::Memif) {
         for i in 0..2 {
             let _ = std::fs::remove_file(sock(&env.dir, i));
         }
@@ -818,8 +1312,8 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                 idle_share: None,
             }
         }
-        Dut::VnicdLcore | Dut::VnicdThread | Dut::VnicdPvp => {
-            let pvp = dut == Dut::VnicdPvp;
+        Dut::VnicdLcore | Dut::VnicdThread => {
+            let pvp = false;
             let launch = if dut == Dut::VnicdThread {
                 "thread"
             } else {

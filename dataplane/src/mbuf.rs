@@ -57,6 +57,21 @@ impl Mbuf {
             std::slice::from_raw_parts_mut(p, n)
         }
     }
+    /// Grow the packet by `n` bytes without writing them and return the new tail (generators
+    /// write only their headers). The bytes are whatever the buffer held: pool memory is zeroed
+    /// when the pool is made, so they are always initialised. `None` if the tailroom is too
+    /// small.
+    pub fn extend(&mut self, n: u16) -> Option<&mut [u8]> {
+        // SAFETY: append returns NULL or a pointer to n bytes inside our buffer, initialised as
+        // said above; &mut self gives exclusive access for the slice's lifetime.
+        unsafe {
+            let p = dpdk_sys::vnic_rte_pktmbuf_append(self.0.as_ptr(), n) as *mut u8;
+            if p.is_null() {
+                return None;
+            }
+            Some(std::slice::from_raw_parts_mut(p, n as usize))
+        }
+    }
     /// Append `bytes` to the packet; `None` if the tailroom is too small.
     pub fn append(&mut self, bytes: &[u8]) -> Option<()> {
         let n = u16::try_from(bytes.len()).ok()?;
@@ -112,6 +127,22 @@ impl Burst {
         self.ptrs[self.len] = m.into_raw().as_ptr();
         self.len += 1;
         Ok(())
+    }
+    /// Look at every packet's first segment without taking ownership.
+    pub fn for_each_data(&self, mut f: impl FnMut(&[u8])) {
+        for &p in &self.ptrs[..self.len] {
+            // SAFETY: ptrs[..len] are owned, valid mbufs; the slice lives no longer than `self`.
+            let d = unsafe {
+                let a = dpdk_sys::vnic_rte_pktmbuf_mtod(p) as *const u8;
+                let n = dpdk_sys::vnic_rte_pktmbuf_data_len(p) as usize;
+                std::slice::from_raw_parts(a, n)
+            };
+            f(d);
+        }
+    }
+    /// Free every packet in one bulk call.
+    pub fn free_all(&mut self) -> usize {
+        self.consume(0)
     }
     /// Take the mbufs out as owned values; those not taken when the iterator is dropped are
     /// freed.

@@ -1,7 +1,7 @@
 //! Packet-buffer pools. A pool is freed only when every mbuf is back (DESIGN §6.9): dropping a
 //! pool with mbufs still out leaks it on purpose and logs, rather than freeing memory in use.
 use crate::error::{c_name, Error, Result};
-use crate::mbuf::Mbuf;
+use crate::mbuf::{Burst, Mbuf, BURST};
 use std::ptr::NonNull;
 
 /// Default data room: 2048 bytes of packet data plus the standard headroom.
@@ -104,6 +104,42 @@ impl Mempool {
         let mut m = self.alloc()?;
         m.append(data)?;
         Some(m)
+    }
+
+    /// Allocate up to `n` mbufs in one bulk call (all or none) onto the end of `burst`, each
+    /// initialised by `init(i, mbuf)`. Traffic generators use this; the poll loop never
+    /// allocates. Returns how many were added.
+    pub fn alloc_burst(
+        &self,
+        burst: &mut Burst,
+        n: usize,
+        mut init: impl FnMut(usize, &mut Mbuf),
+    ) -> usize {
+        let n = n.min(BURST - burst.len);
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: pool is live; ptrs[len..len + n] is room inside the burst's array.
+        let ret = unsafe {
+            dpdk_sys::vnic_rte_pktmbuf_alloc_bulk(
+                self.raw.as_ptr(),
+                burst.ptrs.as_mut_ptr().add(burst.len),
+                n as u32,
+            )
+        };
+        if ret != 0 {
+            return 0;
+        }
+        for i in 0..n {
+            // SAFETY: freshly allocated and non-null on success; lent to `init` and given back
+            // to the burst, which owns it from here on.
+            let mut m =
+                unsafe { Mbuf::from_raw(NonNull::new_unchecked(burst.ptrs[burst.len + i])) };
+            init(i, &mut m);
+            let _ = m.into_raw();
+        }
+        burst.len += n;
+        n
     }
 }
 

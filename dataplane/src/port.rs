@@ -513,7 +513,13 @@ impl RxQueue {
     /// Receive up to a burst into an empty `burst`. One thread per queue.
     #[inline(always)]
     pub fn rx_burst(&self, burst: &mut Burst) -> usize {
+        self.rx_burst_max(burst, BURST)
+    }
+    /// Receive at most `max` (≤ [`BURST`]) packets into an empty `burst`.
+    #[inline(always)]
+    pub fn rx_burst_max(&self, burst: &mut Burst, max: usize) -> usize {
         debug_assert!(burst.is_empty());
+        let max = max.min(BURST);
         // SAFETY: the queue is configured and its port started (the table only holds queues of
         // started ports); ptrs has room for BURST mbufs, which become ours.
         let n = unsafe {
@@ -521,7 +527,7 @@ impl RxQueue {
                 self.port.0,
                 self.queue.0,
                 burst.ptrs.as_mut_ptr(),
-                BURST as u16,
+                max as u16,
             )
         } as usize;
         burst.len = n;

@@ -32,6 +32,8 @@ pub struct QueueEntry {
     from_client_raw: *mut dpdk_sys::rte_ring,
     to_client: Arc<Ring>,
     from_client: Arc<Ring>,
+    /// Capacity of `to_client`.
+    to_client_cap: u32,
     slot: VnicSlot,
     /// When set, client tx frames must carry this source MAC (SR-IOV style spoof check).
     spoof_mac: Option<[u8; 6]>,
@@ -52,6 +54,7 @@ impl QueueEntry {
             tx,
             to_client_raw: to_client.as_ptr(),
             from_client_raw: from_client.as_ptr(),
+            to_client_cap: to_client.count() + to_client.free_count(),
             to_client,
             from_client,
             slot,
@@ -519,19 +522,33 @@ fn ring_dequeue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> usize {
     n
 }
 
-/// VF rx burst → client rx ring; returns packets moved.
+/// VF rx burst → client rx ring; returns packets moved. Sets `behind` when the client has
+/// frames waiting (two bursts or more) that it has not taken yet.
 #[inline(always)]
-fn forward_rx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
-    let mut m = rx_one(q, q.rx, c, b);
+fn forward_rx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst, behind: &mut bool) -> u64 {
+    let mut m = rx_one(q, q.rx, c, b, behind);
     for &rx in &q.also_rx {
-        m += rx_one(q, rx, c, b);
+        m += rx_one(q, rx, c, b, behind);
     }
     m
 }
 
 #[inline(always)]
-fn rx_one(q: &QueueEntry, rx: RxQueue, c: &VnicCounters, b: &mut Burst) -> u64 {
-    let n = rx.rx_burst(b);
+fn rx_one(q: &QueueEntry, rx: RxQueue, c: &VnicCounters, b: &mut Burst, behind: &mut bool) -> u64 {
+    // Back-pressure: take from the VF only what the client's ring can hold. Frames for a client
+    // that does not keep up stay in the VF's queue and the device drops them when it is full
+    // (its rx-missed counter), at no cost to this core or to the other vNICs it serves; and a
+    // core whose clients are all full counts as idle, so one that shares a CPU with its clients
+    // yields to them. This core is the ring's only producer, so the room can only grow.
+    // SAFETY: the ring is live (kept alive by the table); the count is a read-only snapshot.
+    let room = unsafe { dpdk_sys::vnic_rte_ring_free_count(q.to_client_raw) } as usize;
+    if q.to_client_cap as usize - room >= 2 * crate::mbuf::BURST {
+        *behind = true;
+    }
+    if room == 0 {
+        return 0;
+    }
+    let n = rx.rx_burst_max(b, room);
     if n == 0 {
         return 0;
     }
@@ -665,10 +682,11 @@ fn run(s: &Shared) {
         let t = unsafe { &*cur };
         let mut moved = 0u64;
         let mut bursts = 0u64;
+        let mut behind = false;
         // Receive for every queue, let in-core clients run, then transmit: a frame an in-core
         // client answers leaves in the same pass. Slots were bounds-checked at publish.
         for q in &t.queues {
-            let m = forward_rx(q, &vnics[q.slot.0 as usize], &mut b);
+            let m = forward_rx(q, &vnics[q.slot.0 as usize], &mut b, &mut behind);
             bursts += (m > 0) as u64;
             moved += m;
         }
@@ -694,6 +712,12 @@ fn run(s: &Shared) {
             bump(&s.core.busy_cycles, now.wrapping_sub(last));
             idle_streak = 0;
             sleep_us = 1;
+            if behind && s.idle.max_sleep_us > 0 {
+                // A core that backs off shares its CPU (with its clients, on small hosts): a
+                // client with frames waiting may be waiting for this CPU, so offer it now
+                // rather than when the scheduler's time slice runs out.
+                idle_yield();
+            }
         } else {
             bump(&s.core.idle_cycles, now.wrapping_sub(last));
             if s.idle.max_sleep_us > 0 {

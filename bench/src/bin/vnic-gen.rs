@@ -1,0 +1,502 @@
+//! `vnic-gen`: a paced traffic generator and receiver for the benchmark harness (testpmd has no
+//! software pacing, so an RFC 2544 search needs one of its own).
+//!
+//! It is a DPDK primary with one port per `--port` devargs (memif servers in the harness), pinned
+//! to one CPU. Each frame carries a trial id and the TSC at the moment its burst was sent; frames
+//! coming back are counted only when they belong to the running trial, so stragglers of an earlier
+//! trial never count as received. Commands arrive as JSON lines on stdin, results leave as JSON
+//! lines on stdout:
+//!
+//! - `{"op":"trial","id":N,"rate":FPS,"seconds":S,"warmup":W,"sizes":[64],"latency":true}`:
+//!   send at `rate` frames/s in total (0 = as fast as possible, for MRR) for `warmup` seconds
+//!   (not counted), then for `seconds` (counted), then wait for frames in flight. Reply:
+//!   offered, refused (by the device), received, lost, loss ratio, achieved rates and, with
+//!   `latency`, the round-trip percentiles and a CDF.
+//! - `{"op":"quit"}` (or end of input, or SIGINT): stop the ports and exit.
+//!
+//! It prints `{"listening":true}` once its ports are started (peers may dial) and
+//! `{"ready":true,…}` once every link is up.
+//!
+//! Frame lengths follow testpmd's `txpkts` convention (the bytes in the mbuf, no FCS).
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vnic_dataplane::eal::{self, Eal, EalOptions, Memory};
+use vnic_dataplane::{Burst, Mempool, Port, PortConfig, RxQueue, TxQueue, BURST};
+
+#[derive(Debug, Parser)]
+#[command(about = "Paced traffic generator/receiver with per-frame timestamps (vnic-bench's peer)")]
+struct Args {
+    /// CPU to run on (the process is one pinned polling thread).
+    #[arg(long, default_value_t = 0)]
+    cpu: u32,
+    /// A port's devargs (repeat for more ports), e.g. `net_memif0,role=server,socket=/tmp/a.sock`.
+    #[arg(long = "port", required = true)]
+    ports: Vec<String>,
+    /// Queues per port (all polled for rx; tx on queue 0). OVS needs 2 on a memif server.
+    #[arg(long, default_value_t = 1)]
+    queues: u16,
+    /// Run without hugepages (`--no-huge`).
+    #[arg(long)]
+    no_huge: bool,
+    /// Seconds to wait for every link to come up.
+    #[arg(long, default_value_t = 30.0)]
+    link_timeout: f64,
+}
+
+const MAGIC: [u8; 4] = *b"VGEN";
+/// Header bytes the generator writes: Ethernet (14), magic (4), trial id (4), TSC (8).
+const HDR: usize = 30;
+/// The most frames a port may fall behind its schedule before the backlog is dropped (a real
+/// tester does not burst to catch up after a stall; it reports that it could not keep the rate).
+const MAX_BACKLOG: u64 = 8 * BURST as u64;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Cmd {
+    Trial {
+        id: u32,
+        rate: u64,
+        seconds: f64,
+        #[serde(default)]
+        warmup: f64,
+        sizes: Vec<u16>,
+        #[serde(default)]
+        latency: bool,
+    },
+    Quit,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct Latency {
+    samples: u64,
+    min_us: f64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    p99_9_us: f64,
+    max_us: f64,
+    /// (quantile, µs) pairs for a CDF plot.
+    cdf: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct TrialResult {
+    id: u32,
+    rate: u64,
+    seconds: f64,
+    offered: u64,
+    refused: u64,
+    received: u64,
+    lost: u64,
+    loss_ratio: f64,
+    tx_fps: f64,
+    rx_fps: f64,
+    /// The generator could not keep the offered rate (its own CPU was short).
+    gen_limited: bool,
+    latency: Option<Latency>,
+    error: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    match run(&a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnic-gen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Gen {
+    ports: Vec<Port>,
+    rxq: Vec<RxQueue>,
+    txq: Vec<TxQueue>,
+    pool: Mempool,
+    hz: f64,
+    stop: Arc<AtomicBool>,
+}
+
+fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if a.queues == 0 || a.queues > 8 {
+        return Err(format!("--queues {}: must be 1..=8", a.queues).into());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let opts = EalOptions {
+        program: "vnic-gen".into(),
+        cores: vec![a.cpu],
+        main_core: a.cpu,
+        memory_mb: 256,
+        memory: if a.no_huge {
+            Memory::NoHuge
+        } else {
+            Memory::HugeInMemory
+        },
+        log_level: 4,
+        ..Default::default()
+    };
+    let _eal = Eal::init(&eal::eal_args(&opts))?;
+    let pool = Mempool::new(
+        "vnic_gen_pool",
+        16383,
+        256,
+        2048 + 128,
+        vnic_dataplane::socket_id(),
+    )?;
+    let mut g = Gen {
+        ports: Vec::new(),
+        rxq: Vec::new(),
+        txq: Vec::new(),
+        pool,
+        hz: eal::tsc_hz().max(1) as f64,
+        stop,
+    };
+    for d in &a.ports {
+        let mut p = Port::open(d)?;
+        p.configure(
+            &PortConfig {
+                queues: a.queues,
+                rx_desc: 1024,
+                tx_desc: 1024,
+                mtu: None,
+                promiscuous: true,
+            },
+            &g.pool,
+        )?;
+        p.start()?;
+        for q in 0..a.queues {
+            g.rxq.extend(p.rx_queue(q));
+        }
+        g.txq.extend(p.tx_queue(0));
+        g.ports.push(p);
+    }
+    let result = serve(&mut g, a);
+    // Frames still in the rx queues go back to the pool before the leak check.
+    for p in &mut g.ports {
+        let _ = p.stop();
+    }
+    g.ports.clear();
+    if !g.pool.is_full() {
+        eprintln!(
+            "vnic-gen: {} mbufs not back in the pool at exit",
+            g.pool.in_use()
+        );
+    }
+    result
+}
+
+fn serve(g: &mut Gen, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    // memif sockets are abstract by default (no file to watch): say when the servers listen.
+    println!(r#"{{"listening":true}}"#);
+    let end = Instant::now() + Duration::from_secs_f64(a.link_timeout);
+    loop {
+        let down: Vec<&str> = g
+            .ports
+            .iter()
+            .filter(|p| !p.link().map(|l| l.up).unwrap_or(false))
+            .map(|p| p.devargs())
+            .collect();
+        if down.is_empty() {
+            break;
+        }
+        if Instant::now() > end || g.stop.load(Ordering::Relaxed) {
+            return Err(
+                format!("link down after {} s: {}", a.link_timeout, down.join(", ")).into(),
+            );
+        }
+        discard(g);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(r#"{{"ready":true,"ports":{}}}"#, g.ports.len());
+    // Commands are read on their own thread so the polling thread never blocks on stdin.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        if g.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let line = match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(l) => l,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Between trials, keep the rx queues empty so the next trial starts clean.
+                discard(g);
+                continue;
+            }
+            Err(_) => return Ok(()),
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r = match serde_json::from_str::<Cmd>(&line) {
+            Ok(Cmd::Quit) => return Ok(()),
+            Ok(Cmd::Trial {
+                id,
+                rate,
+                seconds,
+                warmup,
+                sizes,
+                latency,
+            }) => {
+                if id == 0 || sizes.is_empty() || seconds.is_nan() || seconds <= 0.0 || warmup < 0.0
+                {
+                    TrialResult {
+                        error: Some(
+                            "trial: id must be > 0, sizes non-empty, seconds > 0, warmup >= 0"
+                                .into(),
+                        ),
+                        ..Default::default()
+                    }
+                } else if let Some(s) = sizes.iter().find(|&&s| !(60..=2048).contains(&s)) {
+                    TrialResult {
+                        error: Some(format!("trial: size {s} outside 60..=2048")),
+                        ..Default::default()
+                    }
+                } else {
+                    trial(g, id, rate, seconds, warmup, &sizes, latency)?
+                }
+            }
+            Err(e) => TrialResult {
+                error: Some(format!("bad command {line:?}: {e}")),
+                ..Default::default()
+            },
+        };
+        println!("{}", serde_json::to_string(&r)?);
+    }
+}
+
+/// Receive and free whatever is waiting.
+fn discard(g: &Gen) {
+    let mut b = Burst::default();
+    for q in &g.rxq {
+        while q.rx_burst(&mut b) > 0 {
+            b.free_all();
+        }
+    }
+}
+
+struct Counts {
+    offered: u64,
+    refused: u64,
+    received: u64,
+    behind: u64,
+}
+
+/// Send at `rate` for `dur` with trial id `id` (0 = warm-up, never counted), receiving all the
+/// while; frames of `count_id` are counted (and timed into `lat`).
+#[allow(clippy::too_many_arguments)]
+fn phase(
+    g: &Gen,
+    id: u32,
+    count_id: u32,
+    rate: u64,
+    dur: f64,
+    sizes: &[u16],
+    lat: &mut Option<hdrhistogram::Histogram<u64>>,
+    c: &mut Counts,
+) {
+    let np = g.txq.len() as u64;
+    let per_port = rate as f64 / np as f64;
+    let t0 = eal::rdtsc();
+    let end = t0 + (dur * g.hz) as u64;
+    let mut sent = vec![0u64; g.txq.len()];
+    let mut size_i = vec![0usize; g.txq.len()];
+    let mut b = Burst::default();
+    let ns_per_tick = 1e9 / g.hz;
+    let mut iter = 0u32;
+    loop {
+        let now = eal::rdtsc();
+        if now >= end {
+            break;
+        }
+        iter = iter.wrapping_add(1);
+        if iter.is_multiple_of(4096) && g.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let due = if rate == 0 {
+            u64::MAX
+        } else {
+            ((now - t0) as f64 / g.hz * per_port) as u64
+        };
+        for (p, q) in g.txq.iter().enumerate() {
+            let mut want = due.saturating_sub(sent[p]);
+            if rate != 0 && want > MAX_BACKLOG {
+                c.behind += want - BURST as u64;
+                sent[p] += want - BURST as u64;
+                want = BURST as u64;
+            }
+            let n = want.min(BURST as u64) as usize;
+            if n == 0 {
+                continue;
+            }
+            let mac_last = p as u8 + 1;
+            let tsc = eal::rdtsc().to_le_bytes();
+            let got = g.pool.alloc_burst(&mut b, n, |_, m| {
+                let len = sizes[size_i[p] % sizes.len()];
+                size_i[p] += 1;
+                if let Some(d) = m.extend(len) {
+                    d[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, mac_last]);
+                    d[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x10, mac_last]);
+                    d[12..14].copy_from_slice(&[0x88, 0xb5]);
+                    d[14..18].copy_from_slice(&MAGIC);
+                    d[18..22].copy_from_slice(&id.to_le_bytes());
+                    d[22..HDR].copy_from_slice(&tsc);
+                }
+            });
+            if got == 0 {
+                // Pool empty: frames are stuck somewhere; try again next turn.
+                continue;
+            }
+            let (ok, dropped) = q.tx_burst(&mut b);
+            sent[p] += got as u64;
+            if id == count_id {
+                c.offered += got as u64;
+                c.refused += dropped as u64;
+            }
+            let _ = ok;
+        }
+        receive(g, count_id, lat, c, ns_per_tick, &mut b);
+    }
+}
+
+/// One pass over every rx queue.
+#[inline(always)]
+fn receive(
+    g: &Gen,
+    count_id: u32,
+    lat: &mut Option<hdrhistogram::Histogram<u64>>,
+    c: &mut Counts,
+    ns_per_tick: f64,
+    b: &mut Burst,
+) -> usize {
+    let mut total = 0;
+    for q in &g.rxq {
+        if q.rx_burst(b) == 0 {
+            continue;
+        }
+        let now = eal::rdtsc();
+        b.for_each_data(|d| {
+            if d.len() >= HDR
+                && d[14..18] == MAGIC
+                && u32::from_le_bytes([d[18], d[19], d[20], d[21]]) == count_id
+            {
+                c.received += 1;
+                if let Some(h) = lat.as_mut() {
+                    let t = u64::from_le_bytes(d[22..HDR].try_into().unwrap_or([0; 8]));
+                    let _ = h.record((now.saturating_sub(t) as f64 * ns_per_tick) as u64);
+                }
+            }
+        });
+        total += b.free_all();
+    }
+    total
+}
+
+fn trial(
+    g: &Gen,
+    id: u32,
+    rate: u64,
+    seconds: f64,
+    warmup: f64,
+    sizes: &[u16],
+    latency: bool,
+) -> Result<TrialResult, Box<dyn std::error::Error>> {
+    let mut lat = if latency {
+        Some(hdrhistogram::Histogram::<u64>::new_with_bounds(
+            1,
+            10_000_000_000,
+            3,
+        )?)
+    } else {
+        None
+    };
+    let mut c = Counts {
+        offered: 0,
+        refused: 0,
+        received: 0,
+        behind: 0,
+    };
+    discard(g);
+    if warmup > 0.0 {
+        phase(g, 0, id, rate, warmup, sizes, &mut None, &mut c);
+        c.behind = 0;
+    }
+    let t = Instant::now();
+    phase(g, id, id, rate, seconds, sizes, &mut lat, &mut c);
+    let elapsed = t.elapsed().as_secs_f64();
+    // Frames in flight: wait until none of this trial has come back for 50 ms (at most 1 s).
+    let mut b = Burst::default();
+    let ns_per_tick = 1e9 / g.hz;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_millis(50) {
+        let before = c.received;
+        receive(g, id, &mut lat, &mut c, ns_per_tick, &mut b);
+        if c.received != before {
+            quiet_since = Instant::now();
+        }
+    }
+    if c.received > c.offered {
+        return Ok(TrialResult {
+            id,
+            error: Some(format!(
+                "received {} frames of trial {id} but sent {}: the peer duplicates frames (a memif server with more queues than its client does)",
+                c.received, c.offered
+            )),
+            ..Default::default()
+        });
+    }
+    let lost = c.offered - c.received;
+    let latency = lat.filter(|h| !h.is_empty()).map(|h| {
+        let us = |v: u64| v as f64 / 1e3;
+        let mut cdf: Vec<(f64, f64)> = (0..100)
+            .map(|i| i as f64 / 100.0)
+            .chain([0.995, 0.999, 0.9995, 0.9999, 1.0])
+            .map(|q| (q, us(h.value_at_quantile(q))))
+            .collect();
+        cdf.dedup_by(|a, b| a == b);
+        Latency {
+            samples: h.len(),
+            min_us: us(h.min()),
+            p50_us: us(h.value_at_quantile(0.5)),
+            p90_us: us(h.value_at_quantile(0.9)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p99_9_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+            cdf,
+        }
+    });
+    Ok(TrialResult {
+        id,
+        rate,
+        seconds: elapsed,
+        offered: c.offered,
+        refused: c.refused,
+        received: c.received,
+        lost,
+        loss_ratio: if c.offered > 0 {
+            lost as f64 / c.offered as f64
+        } else {
+            0.0
+        },
+        tx_fps: c.offered as f64 / elapsed,
+        rx_fps: c.received as f64 / elapsed,
+        gen_limited: rate > 0
+            && (c.behind > 0 || (c.offered as f64) < 0.99 * rate as f64 * elapsed),
+        latency,
+        error: None,
+    })
+}

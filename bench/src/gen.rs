@@ -1,0 +1,187 @@
+//! The `vnic-gen` traffic generator under the harness: started with its ports, driven by JSON
+//! lines on stdin, results read as JSON lines from stdout.
+use crate::procs::Guard;
+use crate::vnicd::Res;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+/// Latency of one trial, in µs, as `vnic-gen` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Latency {
+    pub samples: u64,
+    pub min_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p99_9_us: f64,
+    pub max_us: f64,
+    /// (quantile, µs) pairs.
+    pub cdf: Vec<(f64, f64)>,
+}
+
+/// One trial's result.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TrialResult {
+    pub id: u32,
+    /// Offered frames/s (0 = as fast as the generator can).
+    pub rate: u64,
+    pub seconds: f64,
+    pub offered: u64,
+    pub refused: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub loss_ratio: f64,
+    pub tx_fps: f64,
+    pub rx_fps: f64,
+    pub gen_limited: bool,
+    pub latency: Option<Latency>,
+    pub error: Option<String>,
+}
+
+/// The IMIX the harness uses: the classic 7:4:1 of 64, 570 and 1518 bytes, interleaved.
+pub const IMIX: [u16; 12] = [64, 570, 64, 64, 570, 64, 1518, 64, 570, 64, 64, 570];
+
+/// A running generator.
+pub struct Gen {
+    guard: Guard,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    next_id: u32,
+    /// Its stderr, for errors.
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Gen {
+    /// Start `vnic-gen` (next to `vnicd`) on `cpu` with these ports. It answers once every link
+    /// is up; call [`Gen::wait_ready`] after the device under test is started.
+    pub fn spawn(vnicd: &Path, cpu: u32, ports: &[String], queues: u16, huge: bool) -> Res<Gen> {
+        let mut cmd = Command::new(vnicd.with_file_name("vnic-gen"));
+        cmd.arg("--cpu").arg(cpu.to_string());
+        cmd.arg("--queues").arg(queues.to_string());
+        for p in ports {
+            cmd.arg("--port").arg(p);
+        }
+        if !huge {
+            cmd.arg("--no-huge");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start vnic-gen (build it: `make build`): {e}"))?;
+        let stdin = child.stdin.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(err) = child.stderr.take() {
+            let e = errors.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(mut v) = e.lock() {
+                        v.push(l);
+                    }
+                }
+            });
+        }
+        Ok(Gen {
+            guard: Guard::new("vnic-gen", child),
+            stdin,
+            lines: rx,
+            next_id: 1,
+            errors,
+        })
+    }
+
+    fn why(&self) -> String {
+        self.errors
+            .lock()
+            .map(|v| v[v.len().saturating_sub(3)..].join(" | "))
+            .unwrap_or_default()
+    }
+
+    fn line(&mut self, timeout: Duration) -> Res<String> {
+        self.lines.recv_timeout(timeout).map_err(|e| {
+            format!(
+                "vnic-gen {}: {}",
+                match e {
+                    std::sync::mpsc::RecvTimeoutError::Timeout => "did not answer",
+                    _ => "exited",
+                },
+                self.why()
+            )
+            .into()
+        })
+    }
+
+    /// Wait until its ports are started (memif servers listening).
+    pub fn wait_listening(&mut self, timeout: Duration) -> Res<()> {
+        let l = self.line(timeout)?;
+        if !l.contains("\"listening\":true") {
+            return Err(format!("vnic-gen: unexpected {l:?}").into());
+        }
+        Ok(())
+    }
+
+    /// Wait until every link is up.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Res<()> {
+        let l = self.line(timeout)?;
+        if !l.contains("\"ready\":true") {
+            return Err(format!("vnic-gen: unexpected {l:?}").into());
+        }
+        Ok(())
+    }
+
+    /// Run one trial: `warmup` seconds not counted, then `seconds` counted.
+    pub fn trial(
+        &mut self,
+        rate: u64,
+        seconds: f64,
+        warmup: f64,
+        sizes: &[u16],
+        latency: bool,
+    ) -> Res<TrialResult> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let cmd = serde_json::json!({"op": "trial", "id": id, "rate": rate, "seconds": seconds,
+            "warmup": warmup, "sizes": sizes, "latency": latency});
+        let s = self.stdin.as_mut().ok_or("vnic-gen stdin closed")?;
+        writeln!(s, "{cmd}")
+            .and_then(|_| s.flush())
+            .map_err(|e| format!("vnic-gen: {e}: {}", self.why()))?;
+        let l = self.line(Duration::from_secs_f64(seconds + warmup + 15.0))?;
+        let r: TrialResult =
+            serde_json::from_str(&l).map_err(|e| format!("vnic-gen said {l:?}: {e}"))?;
+        if let Some(e) = &r.error {
+            return Err(format!("vnic-gen: {e}").into());
+        }
+        Ok(r)
+    }
+
+    /// Stop it (quit, then signals).
+    pub fn quit(mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = writeln!(s, r#"{{"op":"quit"}}"#);
+        }
+        if self.guard.wait_timeout(Duration::from_secs(5)).is_some() {
+            self.guard.child.take();
+        }
+    }
+
+    /// Is it still running?
+    pub fn running(&mut self) -> bool {
+        self.guard.running()
+    }
+}

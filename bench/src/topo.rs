@@ -1,0 +1,446 @@
+//! The line-rate topologies: `vnic-gen` (paced generator, memif servers, CPU 0) ↔ memif ↔ a
+//! device under test (memif clients, CPU 1), and what is measured on each: MRR per frame size,
+//! NDR/PDR by binary search, latency at shares of NDR, and the DUT core's cycles per packet.
+//!
+//! Devices under test, all forwarding between the same two memif ports on the same CPU:
+//! - `vnicd` (pvp): two vNICs, one backing device each, each with a `vnic-client reflect`
+//!   process (the real client path: VF → client rx ring → client → client tx ring → VF). On two
+//!   CPUs the clients share CPU 1 with the data core, which backs off when idle.
+//! - `vnicd-inline`: the same vNICs with the in-core bounce client (no client process).
+//! - `testpmd-io`: `dpdk-testpmd --forward-mode=io` (the software limit of this topology).
+//! - `ovs-dpdk`: Open vSwitch with DPDK, `in_port` flows.
+use serde::Serialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vnic_bench::gen::{Gen, Latency, TrialResult};
+use vnic_bench::ovs::Ovs;
+use vnic_bench::procs::Guard;
+use vnic_bench::search::{self, SearchOpts, SearchResult};
+use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
+use vnic_bench::vnicd::{self, Res};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topo {
+    Vnicd,
+    VnicdInline,
+    TestpmdIo,
+    OvsDpdk,
+}
+
+impl Topo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Topo::Vnicd => "vnicd",
+            Topo::VnicdInline => "vnicd-inline",
+            Topo::TestpmdIo => "testpmd-io",
+            Topo::OvsDpdk => "ovs-dpdk",
+        }
+    }
+}
+
+/// Where and how.
+#[derive(Clone)]
+pub struct TopoEnv {
+    pub vnicd: PathBuf,
+    pub dir: PathBuf,
+    pub huge: bool,
+    pub gen_cpu: u32,
+    pub dut_cpu: u32,
+}
+
+/// What one round measures on a topology.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// (label, frame lengths cycled) for MRR.
+    pub sizes: Vec<(String, Vec<u16>)>,
+    /// Labels of `sizes` that get an NDR/PDR search.
+    pub search_sizes: Vec<String>,
+    /// Shares of NDR (of the first searched size) to measure latency at.
+    pub latency_at: Vec<f64>,
+    pub mrr_seconds: f64,
+    pub short_seconds: f64,
+    pub final_seconds: f64,
+    pub latency_seconds: f64,
+    pub warmup: f64,
+    pub precision: f64,
+}
+
+/// The device under test, running.
+pub struct Dut {
+    vnicd: Option<Guard>,
+    clients: Vec<Guard>,
+    testpmd: Option<Testpmd>,
+    ovs: Option<Ovs>,
+    admin: PathBuf,
+}
+
+/// Cost snapshot taken before a trial.
+pub enum Mark {
+    Vnicd(serde_json::Value),
+    Other,
+}
+
+impl Dut {
+    /// Start the DUT on memif client ports `ports`.
+    pub fn start(env: &TopoEnv, topo: Topo, ports: &[String]) -> Res<Dut> {
+        let admin = env.dir.join("admin.sock");
+        let mut d = Dut {
+            vnicd: None,
+            clients: Vec::new(),
+            testpmd: None,
+            ovs: None,
+            admin: admin.clone(),
+        };
+        match topo {
+            Topo::TestpmdIo => {
+                let mut o =
+                    TestpmdOpts::io(env.dut_cpu, env.gen_cpu, ports.to_vec(), env.huge, "paired");
+                o.extra.push("--record-core-cycles".into());
+                let mut t = Testpmd::spawn(&o)?;
+                t.cmd("start")?;
+                d.testpmd = Some(t);
+            }
+            Topo::OvsDpdk => {
+                d.ovs = Some(Ovs::start(
+                    &env.dir.join("ovs"),
+                    ports,
+                    env.dut_cpu,
+                    env.gen_cpu,
+                )?);
+            }
+            Topo::Vnicd | Topo::VnicdInline => {
+                let pvp = topo == Topo::Vnicd;
+                let mut eal = json!({"cores": [env.gen_cpu, env.dut_cpu], "main_core": env.gen_cpu, "memory_mb": 512});
+                if pvp {
+                    // The clients are DPDK secondaries: they need shared hugepage memory.
+                    eal["hugepages"] = "on".into();
+                    eal["file_prefix"] = format!("vnicb{}", std::process::id()).into();
+                }
+                let cfg = json!({
+                    "eal": eal,
+                    // With client processes on its CPU the data core must yield when idle.
+                    "data_cores": [{"core": env.dut_cpu, "idle_sleep_us": if pvp { 50 } else { 0 }}],
+                    "control_socket": env.dir.join("control.sock"),
+                    "admin_socket": admin,
+                    "stats_interval_ms": 60000,
+                    "vnics": ports.iter().enumerate().map(|(i, p)| json!({
+                        "name": format!("vnic{i}"),
+                        "mac": format!("02:00:00:00:00:{:02x}", i + 1),
+                        // bounce returns frames as they came: their source MAC is not the vNIC's
+                        "allow_spoofing": !pvp,
+                        "backing": [{"name": format!("vf{i}"), "devargs": p, "port_label": format!("p{i}")}]
+                    })).collect::<Vec<_>>()
+                });
+                let mut args = vec![];
+                if !pvp {
+                    args.extend(["--inline-client", "bounce"]);
+                }
+                let mut g =
+                    vnicd::spawn(&env.vnicd, &env.dir.join("vnicd.json"), &cfg, &args, false)?;
+                vnicd::wait_for(&admin, &mut g, "vnicd", Duration::from_secs(20), |_| true)?;
+                if pvp {
+                    for i in 0..ports.len() {
+                        d.clients.push(vnicd::client(
+                            &env.vnicd,
+                            "reflect",
+                            &format!("vnic{i}"),
+                            &env.dir.join("control.sock"),
+                            env.dut_cpu,
+                            &[],
+                            vnicd::Output::Drop,
+                        )?);
+                    }
+                    vnicd::wait_all_attached(&admin, &mut g)?;
+                }
+                d.vnicd = Some(g);
+            }
+        }
+        Ok(d)
+    }
+
+    /// Is every process of the DUT still running?
+    pub fn alive(&mut self) -> bool {
+        self.vnicd.as_mut().is_none_or(|g| g.running())
+            && self.clients.iter_mut().all(|c| c.running())
+            && self.testpmd.as_mut().is_none_or(|t| t.running())
+            && self.ovs.as_mut().is_none_or(|o| o.running())
+    }
+
+    /// Start a cost measurement.
+    pub fn mark(&mut self) -> Res<Mark> {
+        if let Some(t) = self.testpmd.as_mut() {
+            // testpmd reports cycles/packet per start..stop period.
+            t.cmd("stop")?;
+            t.cmd("start")?;
+        }
+        if let Some(o) = &self.ovs {
+            o.clear_stats()?;
+        }
+        if self.vnicd.is_some() {
+            return Ok(Mark::Vnicd(
+                vnicd::admin(&self.admin, "STATS", json!({}))?["cores"][0].clone(),
+            ));
+        }
+        Ok(Mark::Other)
+    }
+
+    /// (cycles per forwarded frame, idle share) of the DUT core since `m`.
+    pub fn cost(&mut self, m: Mark) -> Res<(Option<f64>, Option<f64>)> {
+        if let Some(t) = self.testpmd.as_mut() {
+            t.cmd("stop")?;
+            let l = t
+                .wait_line(|l| l.contains("CPU cycles/packet="), Duration::from_secs(5))
+                .ok();
+            t.cmd("start")?;
+            let cpp = l.and_then(|l| {
+                l.split("CPU cycles/packet=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            });
+            return Ok((cpp, None));
+        }
+        if let Some(o) = &self.ovs {
+            return o.pmd_cost();
+        }
+        if let Mark::Vnicd(a) = m {
+            let b = vnicd::admin(&self.admin, "STATS", json!({}))?["cores"][0].clone();
+            let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+            let d = |k: &str| f(&b, k) - f(&a, k);
+            // `packets` counts hops (VF→ring and ring→VF): a forwarded frame is two.
+            let (p, busy, loops, bl) =
+                (d("packets"), d("busy_cycles"), d("loops"), d("busy_loops"));
+            return Ok((
+                (p > 0.0).then(|| busy / (p / 2.0)),
+                (loops > 0.0).then(|| 1.0 - bl / loops),
+            ));
+        }
+        Ok((None, None))
+    }
+
+    /// Stop everything, clients first.
+    pub fn stop(mut self) {
+        for c in &mut self.clients {
+            c.stop(Duration::from_secs(5));
+        }
+        if let Some(g) = self.vnicd.as_mut() {
+            g.stop(Duration::from_secs(10));
+        }
+        if let Some(t) = self.testpmd.take() {
+            t.quit();
+        }
+        self.ovs.take();
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MrrRow {
+    pub size: String,
+    /// Mean frame length (bytes in the mbuf).
+    pub mean_bytes: f64,
+    pub offered_mpps: f64,
+    pub mrr_mpps: f64,
+    /// Gbit/s on a wire (frames + 24 bytes of FCS, preamble and gap).
+    pub gbps: f64,
+    pub loss_ratio: f64,
+    pub cycles_per_packet: Option<f64>,
+    pub idle_share: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchRow {
+    pub size: String,
+    pub ndr_mpps: f64,
+    pub pdr_mpps: f64,
+    /// The NDR equals the highest rate tried: the generator, not the DUT, was the limit.
+    pub at_max: bool,
+    pub max_mpps: f64,
+    pub result: SearchResult,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatRow {
+    /// Share of the reference rate.
+    pub share: f64,
+    /// "NDR" or "PDR" (when NDR is 0).
+    pub of: String,
+    pub rate_fps: u64,
+    pub loss_ratio: f64,
+    pub latency: Latency,
+}
+
+/// Everything one round measured on one topology.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopoRound {
+    pub topo: Topo,
+    pub round: u32,
+    pub mrr: Vec<MrrRow>,
+    pub search: Vec<SearchRow>,
+    pub latency: Vec<LatRow>,
+    pub setup_s: f64,
+    pub seconds: f64,
+}
+
+fn sock(dir: &Path, i: usize) -> String {
+    dir.join(format!("gen{i}.sock")).display().to_string()
+}
+
+/// Start the generator and the DUT, run the plan, stop both. `progress(label)` is called
+/// before each trial; `check()` aborts between trials.
+pub fn run_round(
+    env: &TopoEnv,
+    topo: Topo,
+    round: u32,
+    plan: &Plan,
+    progress: &mut dyn FnMut(&str),
+    check: &dyn Fn() -> Res<()>,
+) -> Res<TopoRound> {
+    let t0 = Instant::now();
+    let n = 2;
+    for i in 0..n {
+        let _ = std::fs::remove_file(sock(&env.dir, i));
+    }
+    let server: Vec<String> = (0..n)
+        .map(|i| format!("net_memif{i},role=server,socket={},id=0", sock(&env.dir, i)))
+        .collect();
+    let client: Vec<String> = (0..n)
+        .map(|i| format!("net_memif{i},role=client,socket={},id=0", sock(&env.dir, i)))
+        .collect();
+    // OVS opens two queues per port and a memif server must offer as many (DESIGN §8); the
+    // others open one, and a memif server with more queues than its client hands the same
+    // frames to both of its rx queues.
+    let queues = if topo == Topo::OvsDpdk { 2 } else { 1 };
+    let mut gen = Gen::spawn(&env.vnicd, env.gen_cpu, &server, queues, env.huge)?;
+    // The memif servers must listen before the clients dial.
+    gen.wait_listening(Duration::from_secs(20))?;
+    let mut dut = Dut::start(env, topo, &client)?;
+    gen.wait_ready(Duration::from_secs(30))?;
+    let setup_s = t0.elapsed().as_secs_f64();
+    let r = measure(&mut gen, &mut dut, topo, round, plan, progress, check);
+    dut.stop();
+    gen.quit();
+    let mut r = r?;
+    r.setup_s = setup_s;
+    r.seconds = t0.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+fn measure(
+    gen: &mut Gen,
+    dut: &mut Dut,
+    topo: Topo,
+    round: u32,
+    plan: &Plan,
+    progress: &mut dyn FnMut(&str),
+    check: &dyn Fn() -> Res<()>,
+) -> Res<TopoRound> {
+    let mut out = TopoRound {
+        topo,
+        round,
+        mrr: Vec::new(),
+        search: Vec::new(),
+        latency: Vec::new(),
+        setup_s: 0.0,
+        seconds: 0.0,
+    };
+    let trial = |gen: &mut Gen,
+                 dut: &mut Dut,
+                 rate: u64,
+                 secs: f64,
+                 sizes: &[u16],
+                 lat: bool|
+     -> Res<TrialResult> {
+        check()?;
+        let r = gen.trial(rate, secs, plan.warmup, sizes, lat)?;
+        if !dut.alive() {
+            return Err(format!("{} exited during a trial", topo.name()).into());
+        }
+        Ok(r)
+    };
+    let mut mrr_of = std::collections::HashMap::new();
+    for (label, sizes) in &plan.sizes {
+        progress(&format!("MRR {label}"));
+        let m = dut.mark()?;
+        let r = trial(gen, dut, 0, plan.mrr_seconds, sizes, false)?;
+        let (cpp, idle) = dut.cost(m)?;
+        let mean = sizes.iter().map(|&s| s as f64).sum::<f64>() / sizes.len() as f64;
+        mrr_of.insert(label.clone(), r.clone());
+        out.mrr.push(MrrRow {
+            size: label.clone(),
+            mean_bytes: mean,
+            offered_mpps: r.tx_fps / 1e6,
+            mrr_mpps: r.rx_fps / 1e6,
+            gbps: r.rx_fps * (mean + 24.0) * 8.0 / 1e9,
+            loss_ratio: r.loss_ratio,
+            cycles_per_packet: cpp,
+            idle_share: idle,
+        });
+    }
+    for label in &plan.search_sizes {
+        let Some((_, sizes)) = plan.sizes.iter().find(|(l, _)| l == label) else {
+            continue;
+        };
+        let Some(m) = mrr_of.get(label) else { continue };
+        // Never ask for more than the generator managed at full speed.
+        let max = m.tx_fps.min(m.rx_fps * 1.1).max(1000.0);
+        let o = SearchOpts {
+            max_rate: max,
+            precision: plan.precision,
+            ..Default::default()
+        };
+        let res = search::search(&o, |rate, confirm| -> Res<f64> {
+            progress(&format!(
+                "NDR/PDR {label} {:.2} Mpps{}",
+                rate / 1e6,
+                if confirm { " (final)" } else { "" }
+            ));
+            let secs = if confirm {
+                plan.final_seconds
+            } else {
+                plan.short_seconds
+            };
+            let r = trial(gen, dut, rate as u64, secs, sizes, false)?;
+            // A trial the generator could not drive at the asked rate proves nothing about it.
+            if r.tx_fps < 0.97 * rate {
+                return Ok(1.0);
+            }
+            Ok(r.loss_ratio)
+        })?;
+        out.search.push(SearchRow {
+            size: label.clone(),
+            ndr_mpps: res.ndr / 1e6,
+            pdr_mpps: res.pdr / 1e6,
+            at_max: res.ndr >= max * 0.999,
+            max_mpps: max / 1e6,
+            result: res,
+        });
+    }
+    let first = out.search.first().cloned();
+    let sizes_of = |l: &str| plan.sizes.iter().find(|(x, _)| x == l).map(|(_, s)| s);
+    if let Some((s, sizes)) = first.and_then(|s| sizes_of(&s.size).map(|z| (s, z))) {
+        let (base, of) = if s.ndr_mpps > 0.0 {
+            (s.ndr_mpps, "NDR")
+        } else {
+            (s.pdr_mpps, "PDR")
+        };
+        if base > 0.0 {
+            for &share in &plan.latency_at {
+                let rate = (base * 1e6 * share) as u64;
+                progress(&format!("latency {:.0} % of {of}", share * 100.0));
+                let r = trial(gen, dut, rate, plan.latency_seconds, sizes, true)?;
+                out.latency.push(LatRow {
+                    share,
+                    of: of.into(),
+                    rate_fps: rate,
+                    loss_ratio: r.loss_ratio,
+                    latency: r.latency.unwrap_or_default(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
