@@ -479,10 +479,9 @@ fn run(args: Args) -> Res<()> {
     for s in &set {
         match s {
             Scenario::Pvp => {
-                topos.push(topo::Topo::Vnicd);
-                if !quick {
-                    topos.push(topo::Topo::VnicdInline);
-                }
+                // The same vNIC path with the client on the data core: what vnicd costs
+                // without a third poller sharing the DUT's CPU (a 2-CPU host's artefact).
+                topos.extend([topo::Topo::Vnicd, topo::Topo::VnicdInline]);
             }
             Scenario::BaselineTestpmd => topos.push(topo::Topo::TestpmdIo),
             Scenario::BaselineOvs => topos.push(topo::Topo::OvsDpdk),

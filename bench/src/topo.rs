@@ -318,7 +318,18 @@ pub fn run_round(
     // The memif servers must listen before the clients dial.
     gen.wait_listening(Duration::from_secs(20))?;
     let mut dut = Dut::start(env, topo, &client)?;
-    gen.wait_ready(Duration::from_secs(30))?;
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        match gen.wait_ready(Duration::from_millis(100)) {
+            Ok(()) => break,
+            Err(e) if !e.to_string().contains("did not answer") => return Err(e),
+            Err(_) if !dut.alive() => {
+                return Err(format!("{} exited before its links came up", topo.name()).into())
+            }
+            Err(e) if Instant::now() > end => return Err(e),
+            Err(_) => {}
+        }
+    }
     let setup_s = t0.elapsed().as_secs_f64();
     let r = measure(&mut gen, &mut dut, topo, round, plan, progress, check);
     dut.stop();
