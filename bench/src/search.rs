@@ -220,9 +220,9 @@ mod tests {
             n += 1;
             Ok::<f64, ()>(if r > 7e6 {
                 0.05
-            } else if n % 3 == 0 {
+            } else if n.is_multiple_of(3) {
                 0.004
-            } else if n % 5 == 0 {
+            } else if n.is_multiple_of(5) {
                 0.001
             } else {
                 0.0
