@@ -222,16 +222,18 @@ fn compare(a: &Path, b: &Path) -> Res<()> {
     if rows.is_empty() {
         return Err("no figure appears in both files".into());
     }
-    println!("| figure | {} | {} | change |", a.display(), b.display());
-    println!("|---|---:|---:|---:|");
+    let mut t = format!("| figure | {} | {} | change |\n", a.display(), b.display());
+    t.push_str("|---|---:|---:|---:|\n");
     for (k, x, y) in rows {
         let change = if x != 0.0 {
             format!("{:+.1} %", (y - x) / x * 100.0)
         } else {
             "-".into()
         };
-        println!("| {k} | {x:.3} | {y:.3} | {change} |");
+        t.push_str(&format!("| {k} | {x:.3} | {y:.3} | {change} |\n"));
     }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), t.as_bytes());
     Ok(())
 }
 
