@@ -522,10 +522,11 @@ fn ring_dequeue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> usize {
     n
 }
 
-/// VF rx burst → client rx ring; returns packets moved. Sets `behind` when the client has
-/// frames waiting (two bursts or more) that it has not taken yet.
+/// VF rx burst → client rx ring; returns packets moved. Raises `behind` to [`Behind::Some`]
+/// when the client has a burst or more waiting that it has not taken yet, to [`Behind::Far`]
+/// when a quarter of its ring (at least two bursts) waits.
 #[inline(always)]
-fn forward_rx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst, behind: &mut bool) -> u64 {
+fn forward_rx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst, behind: &mut Behind) -> u64 {
     let mut m = rx_one(q, q.rx, c, b, behind);
     for &rx in &q.also_rx {
         m += rx_one(q, rx, c, b, behind);
@@ -534,7 +535,13 @@ fn forward_rx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst, behind: &mut bool
 }
 
 #[inline(always)]
-fn rx_one(q: &QueueEntry, rx: RxQueue, c: &VnicCounters, b: &mut Burst, behind: &mut bool) -> u64 {
+fn rx_one(
+    q: &QueueEntry,
+    rx: RxQueue,
+    c: &VnicCounters,
+    b: &mut Burst,
+    behind: &mut Behind,
+) -> u64 {
     // Back-pressure: take from the VF only what the client's ring can hold. Frames for a client
     // that does not keep up stay in the VF's queue and the device drops them when it is full
     // (its rx-missed counter), at no cost to this core or to the other vNICs it serves; and a
@@ -542,8 +549,11 @@ fn rx_one(q: &QueueEntry, rx: RxQueue, c: &VnicCounters, b: &mut Burst, behind: 
     // yields to them. This core is the ring's only producer, so the room can only grow.
     // SAFETY: the ring is live (kept alive by the table); the count is a read-only snapshot.
     let room = unsafe { dpdk_sys::vnic_rte_ring_free_count(q.to_client_raw) } as usize;
-    if q.to_client_cap as usize - room >= 2 * crate::mbuf::BURST {
-        *behind = true;
+    let waiting = q.to_client_cap as usize - room;
+    if waiting >= (q.to_client_cap as usize / 4).max(2 * crate::mbuf::BURST) {
+        *behind = Behind::Far;
+    } else if waiting >= crate::mbuf::BURST {
+        *behind = (*behind).max(Behind::Some);
     }
     if room == 0 {
         return 0;
@@ -657,7 +667,21 @@ fn idle_sleep(us: u32) {
     std::thread::sleep(Duration::from_micros(us as u64));
 }
 
+/// How far behind the clients on this core are (see [`forward_rx`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Behind {
+    No,
+    Some,
+    Far,
+}
+
+/// With idle back-off, the longest a client with a burst waiting goes without this core
+/// offering it the CPU.
+const YIELD_GAP_US: u64 = 20;
+
 fn run(s: &Shared) {
+    let yield_gap = crate::eal::tsc_hz() * YIELD_GAP_US / 1_000_000;
+    let mut last_yield = rdtsc();
     let mut cur: *mut FwdTable = std::ptr::null_mut();
     let mut b = Burst::default();
     let mut idle_streak: u32 = 0;
@@ -682,7 +706,7 @@ fn run(s: &Shared) {
         let t = unsafe { &*cur };
         let mut moved = 0u64;
         let mut bursts = 0u64;
-        let mut behind = false;
+        let mut behind = Behind::No;
         // Receive for every queue, let in-core clients run, then transmit: a frame an in-core
         // client answers leaves in the same pass. Slots were bounds-checked at publish.
         for q in &t.queues {
@@ -712,11 +736,17 @@ fn run(s: &Shared) {
             bump(&s.core.busy_cycles, now.wrapping_sub(last));
             idle_streak = 0;
             sleep_us = 1;
-            if behind && s.idle.max_sleep_us > 0 {
+            if s.idle.max_sleep_us > 0
+                && (behind == Behind::Far
+                    || behind == Behind::Some && now.wrapping_sub(last_yield) > yield_gap)
+            {
                 // A core that backs off shares its CPU (with its clients, on small hosts): a
-                // client with frames waiting may be waiting for this CPU, so offer it now
-                // rather than when the scheduler's time slice runs out.
+                // client with frames waiting may be waiting for this CPU, so offer it rather
+                // than wait for the scheduler's time slice to run out. At once when a quarter
+                // of its ring waits (big batches at full load), else at most every
+                // `YIELD_GAP_US` (bounded delay at moderate load).
                 idle_yield();
+                last_yield = rdtsc();
             }
         } else {
             bump(&s.core.idle_cycles, now.wrapping_sub(last));
