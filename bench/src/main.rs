@@ -91,6 +91,10 @@ struct Args {
     /// CPU of the device under test's forwarding core.
     #[arg(long, default_value_t = 1)]
     dut_cpu: u32,
+    /// CPU of pvp's `vnic-client` processes (default: the DUT's CPU, as a 2-CPU host must; on a
+    /// bigger host give them their own, and vnicd's data core then polls without backing off).
+    #[arg(long)]
+    client_cpu: Option<u32>,
     /// memif closed loop: bursts of 32 seeded per wire port (`start tx_first N`).
     #[arg(long, default_value_t = 8)]
     seed_bursts: u32,
@@ -474,6 +478,13 @@ fn run(args: Args) -> Res<()> {
         )
         .into());
     }
+    let client_cpu = args.client_cpu.unwrap_or(args.dut_cpu);
+    if client_cpu >= ncpu || client_cpu == args.gen_cpu {
+        return Err(format!(
+            "--client-cpu {client_cpu}: must be below {ncpu} and not the generator's CPU"
+        )
+        .into());
+    }
     let vnicd = match args.vnicd {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("vnicd"),
@@ -551,9 +562,6 @@ fn run(args: Args) -> Res<()> {
         seen.push(*t);
         new
     });
-    if !topos.is_empty() && !huge {
-        return Err("the line-rate topologies need hugepages (vnicd's clients are DPDK secondaries): `make hugepages`".into());
-    }
     let mut ovs_skipped: Option<String> = None;
     if topos.contains(&topo::Topo::OvsDpdk) {
         if let Some(why) = vnic_bench::ovs::missing() {
@@ -564,6 +572,9 @@ fn run(args: Args) -> Res<()> {
             ovs_skipped = Some(why);
             topos.retain(|t| *t != topo::Topo::OvsDpdk);
         }
+    }
+    if !topos.is_empty() && !huge {
+        return Err("the line-rate topologies need hugepages (vnicd's clients are DPDK secondaries): `make hugepages`".into());
     }
     let plan = if quick {
         topo::Plan {
@@ -622,6 +633,7 @@ fn run(args: Args) -> Res<()> {
         huge,
         gen_cpu: args.gen_cpu,
         dut_cpu: args.dut_cpu,
+        client_cpu,
     };
     let cpu = cpu_model();
     let ovs_version = Command::new("ovs-vsctl")
@@ -1098,7 +1110,7 @@ fn run(args: Args) -> Res<()> {
             "ovs": ovs_version,
             "hugepages": env.huge,
         },
-        "cores": {"generator": args.gen_cpu, "dut": args.dut_cpu, "dut_main": args.gen_cpu},
+        "cores": {"generator": args.gen_cpu, "dut": args.dut_cpu, "dut_main": args.gen_cpu, "pvp_clients": client_cpu},
         "quick": quick,
         "rounds": rounds, "seconds": seconds, "seed_bursts": env.seed_bursts,
         "plan": {"sizes": plan.sizes, "search_sizes": plan.search_sizes, "latency_at": plan.latency_at,
@@ -1112,9 +1124,17 @@ fn run(args: Args) -> Res<()> {
         "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "scale": scale_json,
         "duration_s": started.elapsed().as_secs_f64(),
     });
-    let path = args
-        .json
-        .unwrap_or_else(|| PathBuf::from(format!("bench/results/{}-{label}.json", today())));
+    // Never overwrite an earlier run of the same day: number the next one.
+    let path = args.json.unwrap_or_else(|| {
+        let base = format!("bench/results/{}-{label}", today());
+        (1..)
+            .map(|n| match n {
+                1 => PathBuf::from(format!("{base}.json")),
+                n => PathBuf::from(format!("{base}-{n}.json")),
+            })
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| PathBuf::from(format!("{base}.json")))
+    });
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;
     }

@@ -48,6 +48,8 @@ pub struct TopoEnv {
     pub huge: bool,
     pub gen_cpu: u32,
     pub dut_cpu: u32,
+    /// CPU of the `vnic-client` processes (pvp): the DUT's CPU on a 2-CPU host.
+    pub client_cpu: u32,
 }
 
 /// What one round measures on a topology.
@@ -120,8 +122,8 @@ impl Dut {
                 }
                 let cfg = json!({
                     "eal": eal,
-                    // With client processes on its CPU the data core must yield when idle.
-                    "data_cores": [{"core": env.dut_cpu, "idle_sleep_us": if pvp { 50 } else { 0 }}],
+                    // With client processes on its CPU the data core must back off when idle.
+                    "data_cores": [{"core": env.dut_cpu, "idle_sleep_us": if pvp && env.client_cpu == env.dut_cpu { 50 } else { 0 }}],
                     "control_socket": env.dir.join("control.sock"),
                     "admin_socket": admin,
                     "stats_interval_ms": 60000,
@@ -147,7 +149,7 @@ impl Dut {
                             "reflect",
                             &format!("vnic{i}"),
                             &env.dir.join("control.sock"),
-                            env.dut_cpu,
+                            env.client_cpu,
                             &[],
                             vnicd::Output::Drop,
                         )?);

@@ -251,3 +251,36 @@ fn bad_command_lines_are_refused_with_the_reason() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_missing_peer_program_is_named_before_anything_starts() {
+    let json = std::env::temp_dir().join(format!("vnic-bench-missing-{}.json", std::process::id()));
+    // No dpdk-testpmd.
+    let out = Command::new(bench_bin())
+        .args(["--scenario", "baseline-testpmd", "--json"])
+        .arg(&json)
+        .env("TESTPMD", "/nonexistent/dpdk-testpmd")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dpdk-testpmd not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No Open vSwitch (nothing on PATH): asked for alone, the OVS baseline is an error that says
+    // what is missing and how to install it.
+    let out = Command::new(bench_bin())
+        .args(["--scenario", "baseline-ovs", "--json"])
+        .arg(&json)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Open vSwitch with DPDK is not installed") && err.contains("make bench-deps"),
+        "{err}"
+    );
+    assert!(!json.exists(), "nothing ran, nothing written");
+}
