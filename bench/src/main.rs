@@ -1366,18 +1366,7 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                 Some(w) => wire_rate(w, env)?,
                 None => window(&mut d, env, false)?,
             };
-            d.cmd("stop")?;
-            let cyc = d
-                .wait_line(|l| l.contains("CPU cycles/packet="), Duration::from_secs(5))
-                .ok()
-                .and_then(|l| {
-                    l.split("CPU cycles/packet=")
-                        .nth(1)?
-                        .split_whitespace()
-                        .next()?
-                        .parse::<f64>()
-                        .ok()
-                });
+            let cyc = d.stop_cycles_per_packet()?;
             d.quit();
             Trial {
                 scenario: sc,

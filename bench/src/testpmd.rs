@@ -274,6 +274,23 @@ impl Testpmd {
         Ok(out)
     }
 
+    /// `stop` forwarding and read the busy cycles per packet since the last `start` (printed
+    /// when testpmd runs with `--record-core-cycles`; `None` otherwise).
+    pub fn stop_cycles_per_packet(&mut self) -> Result<Option<f64>, PeerError> {
+        self.cmd("stop")?;
+        Ok(self
+            .wait_line(|l| l.contains("CPU cycles/packet="), Duration::from_secs(5))
+            .ok()
+            .and_then(|l| {
+                l.split("CPU cycles/packet=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            }))
+    }
+
     /// Whether port `p`'s link is up (`show port info`).
     pub fn link_up(&mut self, p: usize) -> Result<bool, PeerError> {
         self.cmd(&format!("show port info {p}"))?;

@@ -191,19 +191,8 @@ impl Dut {
     /// (cycles per forwarded frame, idle share) of the DUT core since `m`.
     pub fn cost(&mut self, m: Mark) -> Res<(Option<f64>, Option<f64>)> {
         if let Some(t) = self.testpmd.as_mut() {
-            t.cmd("stop")?;
-            let l = t
-                .wait_line(|l| l.contains("CPU cycles/packet="), Duration::from_secs(5))
-                .ok();
+            let cpp = t.stop_cycles_per_packet()?;
             t.cmd("start")?;
-            let cpp = l.and_then(|l| {
-                l.split("CPU cycles/packet=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<f64>()
-                    .ok()
-            });
             return Ok((cpp, None));
         }
         if let Some(o) = &self.ovs {
@@ -306,12 +295,12 @@ pub fn run_round(
     for i in 0..n {
         let _ = std::fs::remove_file(sock(&env.dir, i));
     }
-    let server: Vec<String> = (0..n)
-        .map(|i| format!("net_memif{i},role=server,socket={},id=0", sock(&env.dir, i)))
-        .collect();
-    let client: Vec<String> = (0..n)
-        .map(|i| format!("net_memif{i},role=client,socket={},id=0", sock(&env.dir, i)))
-        .collect();
+    let memif = |role: &str| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("net_memif{i},role={role},socket={},id=0", sock(&env.dir, i)))
+            .collect()
+    };
+    let (server, client) = (memif("server"), memif("client"));
     // OVS opens two queues per port and a memif server must offer as many (DESIGN §8); the
     // others open one, and a memif server with more queues than its client hands the same
     // frames to both of its rx queues.
