@@ -308,11 +308,11 @@ struct Env {
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// Print a line and keep it for the Markdown report.
+/// Keep a line for the Markdown report.
 macro_rules! out {
     ($md:ident, $($t:tt)*) => {{
+        // Printed once, whole, at the end of the run (and written beside the JSON).
         let line = format!($($t)*);
-        println!("{line}");
         $md.push_str(&line);
         $md.push('\n');
     }};
