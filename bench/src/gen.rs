@@ -112,34 +112,46 @@ impl Gen {
             .unwrap_or_default()
     }
 
+    /// The next line, or `None` when none came within `timeout`.
+    fn next_line(&mut self, timeout: Duration) -> Res<Option<String>> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => Ok(Some(l)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(_) => Err(format!("vnic-gen exited: {}", self.why()).into()),
+        }
+    }
+
     fn line(&mut self, timeout: Duration) -> Res<String> {
-        self.lines.recv_timeout(timeout).map_err(|e| {
-            format!(
-                "vnic-gen {}: {}",
-                match e {
-                    std::sync::mpsc::RecvTimeoutError::Timeout => "did not answer",
-                    _ => "exited",
-                },
-                self.why()
-            )
-            .into()
-        })
+        self.next_line(timeout)?
+            .ok_or_else(|| format!("vnic-gen did not answer: {}", self.why()).into())
+    }
+
+    /// `Ok(true)` once the status line with `key` arrives, `Ok(false)` if none came in `timeout`.
+    fn status(&mut self, key: &str, timeout: Duration) -> Res<bool> {
+        match self.next_line(timeout)? {
+            None => Ok(false),
+            Some(l) if l.contains(key) => Ok(true),
+            Some(l) => Err(format!("vnic-gen: unexpected {l:?}").into()),
+        }
     }
 
     /// Wait until its ports are started (memif servers listening).
     pub fn wait_listening(&mut self, timeout: Duration) -> Res<()> {
-        let l = self.line(timeout)?;
-        if !l.contains("\"listening\":true") {
-            return Err(format!("vnic-gen: unexpected {l:?}").into());
+        if !self.status("\"listening\":true", timeout)? {
+            return Err(format!("vnic-gen did not start its ports: {}", self.why()).into());
         }
         Ok(())
     }
 
+    /// Whether every link came up within `timeout` (poll it while watching the peer).
+    pub fn poll_ready(&mut self, timeout: Duration) -> Res<bool> {
+        self.status("\"ready\":true", timeout)
+    }
+
     /// Wait until every link is up.
     pub fn wait_ready(&mut self, timeout: Duration) -> Res<()> {
-        let l = self.line(timeout)?;
-        if !l.contains("\"ready\":true") {
-            return Err(format!("vnic-gen: unexpected {l:?}").into());
+        if !self.poll_ready(timeout)? {
+            return Err(format!("vnic-gen: links not up after {timeout:?}: {}", self.why()).into());
         }
         Ok(())
     }

@@ -1378,22 +1378,14 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
             }
         }
         Dut::VnicdLcore | Dut::VnicdThread => {
-            let pvp = false;
             let launch = if dut == Dut::VnicdThread {
                 "thread"
             } else {
                 "lcore"
             };
-            let mut eal = serde_json::json!({"cores": [0, 1], "main_core": 0, "memory_mb": 512});
-            if pvp {
-                // The clients are DPDK secondaries: they need shared hugepage memory.
-                eal["hugepages"] = "on".into();
-                eal["file_prefix"] = format!("vnicp{}", std::process::id()).into();
-            }
             let cfg = serde_json::json!({
-                "eal": eal,
-                // With client processes sharing CPU 1 the data core must yield when idle.
-                "data_cores": [{"core": 1, "launch": launch, "idle_sleep_us": if pvp { 50 } else { 0 }}],
+                "eal": {"cores": [0, 1], "main_core": 0, "memory_mb": 512},
+                "data_cores": [{"core": 1, "launch": launch, "idle_sleep_us": 0}],
                 "control_socket": env.dir.join("control.sock"),
                 "admin_socket": env.dir.join("admin.sock"),
                 "stats_interval_ms": 60000,
@@ -1405,10 +1397,9 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
                     "backing": [{"name": format!("vf{i}"), "devargs": vdevs[i], "port_label": format!("p{i}")}]
                 })).collect::<Vec<_>>()
             });
-            let mut args = vec!["--json-summary".to_string()];
-            if !pvp {
-                args.extend(["--inline-client".into(), "bounce".into()]);
-            }
+            let mut args: Vec<String> = ["--json-summary", "--inline-client", "bounce"]
+                .map(String::from)
+                .to_vec();
             if sc == Scenario::Null {
                 // Totals since start over vnicd's own clock; null traffic is steady from the
                 // first burst, so no warm-up is needed.
@@ -1417,32 +1408,10 @@ fn trial(env: &Env, sc: Scenario, dut: Dut, round: u32) -> Res<Trial> {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut g = vnicd::spawn(&env.vnicd, &env.dir.join("vnicd.json"), &cfg, &args, true)?;
             let (reader, ereader) = g.collect_output();
-            let mut clients = Vec::new();
-            if pvp {
-                let admin = env.dir.join("admin.sock");
-                vnicd::wait_for(&admin, &mut g, "vnicd", Duration::from_secs(20), |_| true)?;
-                for i in 0..2 {
-                    let sock = env.dir.join("control.sock");
-                    let vnic = format!("vnic{i}");
-                    clients.push(vnicd::client(
-                        &env.vnicd,
-                        "reflect",
-                        &vnic,
-                        &sock,
-                        1,
-                        &[],
-                        vnicd::Output::Drop,
-                    )?);
-                }
-                vnicd::wait_all_attached(&admin, &mut g)?;
-            }
             let wire_mpps = match wire.as_mut() {
                 Some(w) => {
                     let r = wire_rate(w, env)?;
                     std::thread::sleep(Duration::from_millis(100));
-                    for c in &mut clients {
-                        c.stop(Duration::from_secs(5));
-                    }
                     g.signal(libc::SIGINT);
                     Some(r)
                 }

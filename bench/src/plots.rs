@@ -48,22 +48,13 @@ pub fn lines(
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60);
+    // The two axes are different types, so each branch builds its own chart.
     if log_x {
         let mut chart = b.build_cartesian_2d((x0.max(1e-3)..x1 * 1.1).log_scale(), 0.0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()?;
-        draw_all(&mut chart, series)?;
+        draw_all(&mut chart, x_label, y_label, series)?;
     } else {
         let mut chart = b.build_cartesian_2d(0.0..x1 * 1.05, 0.0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()?;
-        draw_all(&mut chart, series)?;
+        draw_all(&mut chart, x_label, y_label, series)?;
     }
     root.present()?;
     Ok(())
@@ -75,11 +66,18 @@ fn draw_all<'a, 'b: 'a, X>(
         SVGBackend<'b>,
         Cartesian2d<X, plotters::coord::types::RangedCoordf64>,
     >,
+    x_label: &str,
+    y_label: &str,
     series: &[Series],
 ) -> Res
 where
-    X: Ranged<ValueType = f64>,
+    X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
 {
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()?;
     for (i, s) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         chart

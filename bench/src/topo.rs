@@ -310,15 +310,12 @@ pub fn run_round(
     gen.wait_listening(Duration::from_secs(20))?;
     let mut dut = Dut::start(env, topo, &client)?;
     let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        match gen.wait_ready(Duration::from_millis(100)) {
-            Ok(()) => break,
-            Err(e) if !e.to_string().contains("did not answer") => return Err(e),
-            Err(_) if !dut.alive() => {
-                return Err(format!("{} exited before its links came up", topo.name()).into())
-            }
-            Err(e) if Instant::now() > end => return Err(e),
-            Err(_) => {}
+    while !gen.poll_ready(Duration::from_millis(100))? {
+        if !dut.alive() {
+            return Err(format!("{} exited before its links came up", topo.name()).into());
+        }
+        if Instant::now() > end {
+            return Err(format!("{}: links not up after 30 s", topo.name()).into());
         }
     }
     let setup_s = t0.elapsed().as_secs_f64();

@@ -68,23 +68,25 @@ fn memif(dir: &Path, role: &str) -> Vec<String> {
         .collect()
 }
 
+/// `vnic-gen` with `queues` queues per memif server port (CPU 0) and a forwarding testpmd io on
+/// the client side (CPU 1), links up.
+fn gen_and_testpmd(dir: &Path, queues: u16) -> (Gen, Testpmd) {
+    let huge = eal::host_hugepages_usable();
+    let mut gen =
+        Gen::spawn(gen_bin(), 0, &memif(dir, "server"), queues, huge).expect("vnic-gen starts");
+    gen.wait_listening(Duration::from_secs(20)).unwrap();
+    let mut peer = Testpmd::spawn(&TestpmdOpts::io(1, 0, memif(dir, "client"), huge, "paired"))
+        .expect("testpmd starts");
+    peer.cmd("start").unwrap();
+    gen.wait_ready(Duration::from_secs(30)).unwrap();
+    (gen, peer)
+}
+
 #[test]
 fn the_generator_counts_every_frame_through_testpmd_and_refuses_bad_commands() {
     let dir = std::env::temp_dir().join(format!("vnic-gen-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let huge = eal::host_hugepages_usable();
-    let mut gen = Gen::spawn(gen_bin(), 0, &memif(&dir, "server"), 1, huge).expect("vnic-gen");
-    gen.wait_listening(Duration::from_secs(20)).unwrap();
-    let mut peer = Testpmd::spawn(&TestpmdOpts::io(
-        1,
-        0,
-        memif(&dir, "client"),
-        huge,
-        "paired",
-    ))
-    .expect("testpmd starts");
-    peer.cmd("start").unwrap();
-    gen.wait_ready(Duration::from_secs(30)).unwrap();
+    let (mut gen, peer) = gen_and_testpmd(&dir, 1);
 
     // 20 000 frames/s for 0.5 s: a rate any peer keeps up with, so every frame must come back.
     let r = gen.trial(20_000, 0.5, 0.1, &[64], true).unwrap();
@@ -118,18 +120,7 @@ fn the_generator_counts_every_frame_through_testpmd_and_refuses_bad_commands() {
 
     // A memif server with more queues than its client hands every frame to two queues: the
     // generator must say so rather than report a doubled rate.
-    let mut gen = Gen::spawn(gen_bin(), 0, &memif(&dir, "server"), 2, huge).expect("vnic-gen");
-    gen.wait_listening(Duration::from_secs(20)).unwrap();
-    let mut peer = Testpmd::spawn(&TestpmdOpts::io(
-        1,
-        0,
-        memif(&dir, "client"),
-        huge,
-        "paired",
-    ))
-    .unwrap();
-    peer.cmd("start").unwrap();
-    gen.wait_ready(Duration::from_secs(30)).unwrap();
+    let (mut gen, peer) = gen_and_testpmd(&dir, 2);
     let e = gen.trial(20_000, 0.2, 0.0, &[64], false).unwrap_err();
     assert!(e.to_string().contains("duplicates"), "{e}");
     peer.quit();

@@ -34,6 +34,9 @@ pub struct QueueEntry {
     from_client: Arc<Ring>,
     /// Capacity of `to_client`.
     to_client_cap: u32,
+    /// Frames waiting in `to_client` from which the client counts as far behind (a quarter of
+    /// the ring, at least two bursts).
+    far_behind: u32,
     slot: VnicSlot,
     /// When set, client tx frames must carry this source MAC (SR-IOV style spoof check).
     spoof_mac: Option<[u8; 6]>,
@@ -55,6 +58,8 @@ impl QueueEntry {
             to_client_raw: to_client.as_ptr(),
             from_client_raw: from_client.as_ptr(),
             to_client_cap: to_client.count() + to_client.free_count(),
+            far_behind: ((to_client.count() + to_client.free_count()) / 4)
+                .max(2 * crate::mbuf::BURST as u32),
             to_client,
             from_client,
             slot,
@@ -550,7 +555,7 @@ fn rx_one(
     // SAFETY: the ring is live (kept alive by the table); the count is a read-only snapshot.
     let room = unsafe { dpdk_sys::vnic_rte_ring_free_count(q.to_client_raw) } as usize;
     let waiting = q.to_client_cap as usize - room;
-    if waiting >= (q.to_client_cap as usize / 4).max(2 * crate::mbuf::BURST) {
+    if waiting >= q.far_behind as usize {
         *behind = Behind::Far;
     } else if waiting >= crate::mbuf::BURST {
         *behind = (*behind).max(Behind::Some);

@@ -360,13 +360,12 @@ fn phase(
                 // Pool empty: frames are stuck somewhere; try again next turn.
                 continue;
             }
-            let (ok, dropped) = q.tx_burst(&mut b);
+            let (_, dropped) = q.tx_burst(&mut b);
             sent[p] += got as u64;
             if id == count_id {
                 c.offered += got as u64;
                 c.refused += dropped as u64;
             }
-            let _ = ok;
         }
         receive(g, count_id, lat, c, ns_per_tick, &mut b);
     }
