@@ -495,16 +495,6 @@ fn run(args: Args) -> Res<()> {
             return Err(format!("{} not found: build with `make build`", p.display()).into());
         }
     }
-    if !args.force {
-        let busy = busy_pollers();
-        if !busy.is_empty() {
-            return Err(format!(
-                "other DPDK processes are running and would skew every figure: {} (stop them, or --force)",
-                busy.join(", ")
-            )
-            .into());
-        }
-    }
     let huge = vnic_dataplane::eal::host_hugepages_usable();
     let comparison = args.scenario.is_empty();
     let mut set: Vec<Scenario> = if comparison {
@@ -573,8 +563,20 @@ fn run(args: Args) -> Res<()> {
             topos.retain(|t| *t != topo::Topo::OvsDpdk);
         }
     }
+    // The host check comes after every input check (programs, CPUs, hugepages): what the user
+    // can fix in the command is named first, whatever else runs on the host.
     if !topos.is_empty() && !huge {
         return Err("the line-rate topologies need hugepages (vnicd's clients are DPDK secondaries): `make hugepages`".into());
+    }
+    if !args.force {
+        let busy = busy_pollers();
+        if !busy.is_empty() {
+            return Err(format!(
+                "other DPDK processes are running and would skew every figure: {} (stop them, or --force)",
+                busy.join(", ")
+            )
+            .into());
+        }
     }
     let plan = if quick {
         topo::Plan {

@@ -13,6 +13,7 @@ pub mod mbuf;
 pub mod mempool;
 pub mod port;
 pub mod ring;
+pub mod table;
 pub mod worker;
 
 pub use counters::{CoreStats, VnicStats};
@@ -22,9 +23,10 @@ pub use mbuf::{Burst, Mbuf, BURST};
 pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortId, PortStats, RxQueue, TxQueue};
 pub use ring::Ring;
-pub use worker::{
-    Announce, FwdTable, IdleBackoff, InlineClient, InlineMode, Launch, QueueEntry, VnicSlot, Worker,
+pub use table::{
+    Announce, ClientRings, ClientSide, FwdTable, InlineClient, InlineMode, QueueEntry, VnicSlot,
 };
+pub use worker::{IdleBackoff, Launch, Worker};
 
 /// Most ethdev ports this DPDK build supports (Debian's 22.11 is built with 32): every backing
 /// device is one port.

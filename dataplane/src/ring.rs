@@ -61,6 +61,12 @@ impl Ring {
         // SAFETY: read-only on a live ring.
         unsafe { dpdk_sys::vnic_rte_ring_count(self.raw.as_ptr()) }
     }
+    /// How many mbufs it can hold: fixed at creation (`depth - 1`), unlike `count() +
+    /// free_count()`, two reads that race with a producer or consumer working on the ring.
+    pub fn capacity(&self) -> u32 {
+        // SAFETY: `capacity` is written once by rte_ring_create and only read afterwards.
+        unsafe { (*self.raw.as_ptr()).capacity }
+    }
     /// Free slots.
     pub fn free_count(&self) -> u32 {
         // SAFETY: read-only on a live ring.

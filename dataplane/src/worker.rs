@@ -7,197 +7,14 @@ use crate::counters::{bump, CoreCounters, CoreStats, VnicCounters, VnicStats};
 use crate::eal::rdtsc;
 use crate::error::{Error, Result};
 use crate::mbuf::Burst;
-use crate::port::{RxQueue, TxQueue};
-use crate::ring::Ring;
+use crate::port::RxQueue;
+use crate::table::{
+    ClientRings, ClientSide, FwdTable, InlineClient, InlineMode, QueueEntry, VnicSlot,
+};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Index of a vNIC's counter slot on a data core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VnicSlot(pub u32);
-
-/// One vNIC queue as the data core sees it: VF rx → `to_client`, `from_client` → VF tx.
-/// It receives from every operational backing device (so frames still arriving on the old device
-/// after a switch reach the client) and transmits on the active one.
-#[derive(Debug, Clone)]
-pub struct QueueEntry {
-    rx: RxQueue,
-    also_rx: Vec<RxQueue>,
-    tx: TxQueue,
-    // Raw pointers cached for the hot loop; the Arcs below keep the rings alive as long as any
-    // table that names them (tables are freed on the control thread after the grace period).
-    to_client_raw: *mut dpdk_sys::rte_ring,
-    from_client_raw: *mut dpdk_sys::rte_ring,
-    to_client: Arc<Ring>,
-    from_client: Arc<Ring>,
-    /// Capacity of `to_client`.
-    to_client_cap: u32,
-    /// Frames waiting in `to_client` from which the client counts as far behind (a quarter of
-    /// the ring, at least two bursts).
-    far_behind: u32,
-    slot: VnicSlot,
-    /// When set, client tx frames must carry this source MAC (SR-IOV style spoof check).
-    spoof_mac: Option<[u8; 6]>,
-}
-
-impl QueueEntry {
-    /// Forward between the active backing device's queue pair and a client's ring pair.
-    pub fn new(
-        rx: RxQueue,
-        tx: TxQueue,
-        to_client: Arc<Ring>,
-        from_client: Arc<Ring>,
-        slot: VnicSlot,
-    ) -> Self {
-        QueueEntry {
-            rx,
-            also_rx: Vec::new(),
-            tx,
-            to_client_raw: to_client.as_ptr(),
-            from_client_raw: from_client.as_ptr(),
-            to_client_cap: to_client.count() + to_client.free_count(),
-            far_behind: ((to_client.count() + to_client.free_count()) / 4)
-                .max(2 * crate::mbuf::BURST as u32),
-            to_client,
-            from_client,
-            slot,
-            spoof_mac: None,
-        }
-    }
-    /// Also receive from `rx` (a standby backing device's queue).
-    pub fn also_rx(mut self, rx: RxQueue) -> Self {
-        self.also_rx.push(rx);
-        self
-    }
-    /// Drop (and count) client tx frames whose source MAC is not `mac`.
-    pub fn with_spoof_check(mut self, mac: [u8; 6]) -> Self {
-        self.spoof_mac = Some(mac);
-        self
-    }
-    /// The rx queue polled.
-    pub fn rx(&self) -> RxQueue {
-        self.rx
-    }
-    /// The tx queue used.
-    pub fn tx(&self) -> TxQueue {
-        self.tx
-    }
-    /// The client's rx ring (VF → client).
-    pub fn to_client(&self) -> &Arc<Ring> {
-        &self.to_client
-    }
-    /// The client's tx ring (client → VF).
-    pub fn from_client(&self) -> &Arc<Ring> {
-        &self.from_client
-    }
-}
-
-/// What an in-core client does with what it receives (demo and peak-rate benchmarks: a client
-/// that runs on the data core itself, so no third busy poller competes for a CPU).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InlineMode {
-    /// Send back to the sender: destination ← source, source ← the vNIC's own MAC.
-    Reflect,
-    /// Send every packet back untouched (pointer moves only).
-    Bounce,
-}
-
-/// A client served on the data core: reads its rx ring, writes its tx ring.
-#[derive(Debug, Clone)]
-pub struct InlineClient {
-    rx_raw: *mut dpdk_sys::rte_ring,
-    tx_raw: *mut dpdk_sys::rte_ring,
-    _rx: Arc<Ring>,
-    _tx: Arc<Ring>,
-    mode: InlineMode,
-    slot: VnicSlot,
-    mac: [u8; 6],
-}
-
-impl InlineClient {
-    /// A client over a vNIC queue's rings (the same `Arc`s as its [`QueueEntry`]); `mac` is the
-    /// vNIC's own address.
-    pub fn new(
-        rx: Arc<Ring>,
-        tx: Arc<Ring>,
-        mode: InlineMode,
-        slot: VnicSlot,
-        mac: [u8; 6],
-    ) -> Self {
-        InlineClient {
-            rx_raw: rx.as_ptr(),
-            tx_raw: tx.as_ptr(),
-            _rx: rx,
-            _tx: tx,
-            mode,
-            slot,
-            mac,
-        }
-    }
-}
-
-/// An immutable forwarding table for one data core.
-#[derive(Debug, Default)]
-pub struct FwdTable {
-    generation: u64,
-    queues: Vec<QueueEntry>,
-    clients: Vec<InlineClient>,
-    announce: Vec<Announce>,
-}
-
-/// Frames the control thread queued for a device (peer announcements after a switch). Present
-/// in a table only while an announcement is in flight, so it costs nothing otherwise. The data
-/// core sends them because it is the only thread that may use the device's tx queue.
-#[derive(Debug, Clone)]
-pub struct Announce {
-    ring_raw: *mut dpdk_sys::rte_ring,
-    _ring: Arc<Ring>,
-    tx: TxQueue,
-}
-
-impl Announce {
-    /// Send what the control thread enqueues on `ring` out of `tx`.
-    pub fn new(ring: Arc<Ring>, tx: TxQueue) -> Self {
-        Announce {
-            ring_raw: ring.as_ptr(),
-            _ring: ring,
-            tx,
-        }
-    }
-}
-
-// SAFETY: the raw ring pointers are owned by the Arcs held alongside; a table is read by one data
-// core and dropped by the control thread only after that core stopped using it.
-unsafe impl Send for FwdTable {}
-// SAFETY: shared read-only between the control thread (which built it) and one data core.
-unsafe impl Sync for FwdTable {}
-
-impl FwdTable {
-    /// A table with these queue entries and in-core clients.
-    pub fn new(queues: Vec<QueueEntry>, clients: Vec<InlineClient>) -> Self {
-        FwdTable {
-            generation: 0,
-            queues,
-            clients,
-            announce: Vec::new(),
-        }
-    }
-    /// Add announcement senders.
-    pub fn with_announce(mut self, a: Vec<Announce>) -> Self {
-        self.announce = a;
-        self
-    }
-    /// Generation assigned at publish time.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-    /// Queue entries.
-    pub fn queues(&self) -> &[QueueEntry] {
-        &self.queues
-    }
-}
 
 /// Idle back-off, so a poller can share a CPU: after `spin` empty loops it yields the CPU
 /// (`sched_yield`: whoever shares it, a client say, runs at once), and after `spin` more it sleeps
@@ -390,10 +207,7 @@ impl Worker {
         self.next_generation += 1;
         table.generation = gen;
         if let Some(c) = table
-            .clients
-            .iter()
-            .map(|c| c.slot)
-            .chain(table.queues.iter().map(|q| q.slot))
+            .slots()
             .find(|s| s.0 as usize >= self.shared.vnics.len())
         {
             return Err(Error::Invalid {
@@ -532,16 +346,20 @@ fn ring_dequeue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> usize {
 /// when a quarter of its ring (at least two bursts) waits.
 #[inline(always)]
 fn forward_rx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst, behind: &mut Behind) -> u64 {
-    let mut m = rx_one(q, q.rx, c, b, behind);
-    for &rx in &q.also_rx {
-        m += rx_one(q, rx, c, b, behind);
+    match &q.client {
+        ClientSide::Rings(r) => {
+            let mut m = rx_one(r, q.rx, c, b, behind);
+            for &rx in &q.also_rx {
+                m += rx_one(r, rx, c, b, behind);
+            }
+            m
+        }
     }
-    m
 }
 
 #[inline(always)]
 fn rx_one(
-    q: &QueueEntry,
+    q: &ClientRings,
     rx: RxQueue,
     c: &VnicCounters,
     b: &mut Burst,
@@ -554,7 +372,9 @@ fn rx_one(
     // yields to them. This core is the ring's only producer, so the room can only grow.
     // SAFETY: the ring is live (kept alive by the table); the count is a read-only snapshot.
     let room = unsafe { dpdk_sys::vnic_rte_ring_free_count(q.to_client_raw) } as usize;
-    let waiting = q.to_client_cap as usize - room;
+    // The capacity is fixed at creation and free_count() never exceeds it; saturate anyway so
+    // that no ring state can make the hot loop's arithmetic wrap.
+    let waiting = (q.to_client_cap as usize).saturating_sub(room);
     if waiting >= q.far_behind as usize {
         *behind = Behind::Far;
     } else if waiting >= crate::mbuf::BURST {
@@ -580,7 +400,9 @@ fn rx_one(
 /// Client tx ring → VF tx burst; returns packets moved.
 #[inline(always)]
 fn forward_tx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
-    let n = ring_dequeue(q.from_client_raw, b);
+    let n = match &q.client {
+        ClientSide::Rings(r) => ring_dequeue(r.from_client_raw, b),
+    };
     if n == 0 {
         return 0;
     }
