@@ -478,6 +478,7 @@ fn hot_removing_the_active_device_moves_traffic_and_releases_the_device() {
     assert_eq!(v["backing"][0]["reason"], "removed by the administrator");
     // The device is gone from vnicd: its memif peer sees the link drop (or, as testpmd's memif
     // server sometimes does when its client leaves under traffic, exits).
+    let t_removed = Instant::now();
     let end = Instant::now() + Duration::from_secs(5);
     while pa.link_up(0).unwrap_or(false) {
         assert!(
@@ -486,6 +487,10 @@ fn hot_removing_the_active_device_moves_traffic_and_releases_the_device() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    eprintln!(
+        "TIMING link dropped {:?} after removal",
+        t_removed.elapsed()
+    );
     let before = t.received();
     while t.received() < before + 2000 {
         std::thread::sleep(Duration::from_millis(5));

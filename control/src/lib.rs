@@ -1,12 +1,24 @@
 //! `vnic-control`: vnicd's control plane. It never touches packets: it validates config, brings
 //! up backing devices and client rings, builds forwarding tables for the data cores, and reports.
+//!
+//! One feature, one room, over one model (`vnic`): frontends turn input into calls on the
+//! [`appliance::Appliance`]; `publish` is the only place that turns the model into forwarding
+//! tables; events go back out through the appliance's one event queue.
 #![forbid(unsafe_code)]
 
 pub mod appliance;
+pub mod arbiter;
 pub mod client;
 pub mod config;
-pub mod failover;
+mod health;
 pub mod proto;
+mod publish;
 pub mod reload;
 pub mod runner;
 pub mod server;
+pub mod status;
+mod switch;
+pub mod vnic;
+
+/// The pure arbiter under its old name (kept for callers of `vnic_control::failover`).
+pub use arbiter as failover;

@@ -1,0 +1,196 @@
+//! Health checks on their own tick: link state of every started device, tx progress of the
+//! active one, restarts of failed memif clients, the arbiter's decisions, peer announcements.
+use crate::appliance::{Appliance, Event};
+use crate::arbiter::{self, Candidate, Decision, Reason};
+use crate::vnic::BackingState;
+use std::time::{Duration, Instant};
+
+impl Appliance {
+    /// Health checks and the arbiter, run by the control thread every few milliseconds: link
+    /// state of every started device, tx progress of the active one, restart of failed memif
+    /// clients, switches, fail-back and peer announcements. Returns what clients should hear.
+    pub fn health_tick(&mut self) -> Vec<Event> {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        let mut dirty = vec![false; self.cores.len()];
+        for i in 0..self.vnics.len() {
+            let stats = self.vnic_stats(i);
+            let v = &mut self.vnics[i];
+            let since_last = now.duration_since(v.last_check);
+            v.last_check = now;
+            let mut changed = false;
+            let active = v.active;
+            // 1. Per-device health.
+            for (k, b) in v.backing.iter_mut().enumerate() {
+                let Some(port) = b.port.as_mut() else {
+                    continue;
+                };
+                let link = match port.link() {
+                    Ok(l) => l.up,
+                    Err(e) => {
+                        if !matches!(b.state, BackingState::Failed(_)) {
+                            b.state = BackingState::Failed(format!("device error: {e}"));
+                            b.last_failure = Some(format!("device error: {e}"));
+                            changed = true;
+                        }
+                        false
+                    }
+                };
+                if link != b.link_up {
+                    b.link_up = link;
+                    b.healthy_since = link.then_some(now);
+                    b.ever_up |= link;
+                    if link {
+                        b.redials = 0;
+                    }
+                    changed = true;
+                }
+                match &b.state {
+                    BackingState::Active | BackingState::Standby if !link && b.ever_up => {
+                        b.state = BackingState::Failed("link down".into());
+                        b.last_failure = Some("link down".into());
+                        changed = true;
+                    }
+                    BackingState::Failed(_) if link => {
+                        // The active device coming back carries on as active (a vNIC whose
+                        // only device recovered); any other rejoins as standby.
+                        b.state = if active == Some(k) {
+                            BackingState::Active
+                        } else {
+                            BackingState::Standby
+                        };
+                        changed = true;
+                    }
+                    BackingState::Failed(_)
+                        if b.cfg.devargs.starts_with("net_memif") && now >= b.next_redial =>
+                    {
+                        // A memif client does not redial a restarted server by itself; a restart
+                        // does. The device is in no table while failed, so no core polls it. The
+                        // interval backs off (0.5, 1, 2, 4 s) so a slow handshake is not cut short.
+                        b.redials = b.redials.saturating_add(1);
+                        let wait = Duration::from_millis(500 << b.redials.min(4).saturating_sub(1));
+                        b.next_redial = now + wait;
+                        if port.restart().is_ok() {
+                            tracing::debug!(backing = %b.cfg.name, "restarted, waiting for link");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // 2. tx progress of the active device: every burst refused for tx_stall while up.
+            let mut failure: Option<String> = None;
+            if let Some(a) = v.active {
+                if v.backing[a].usable() {
+                    let (p0, d0) = v.tx_seen;
+                    if stats.tx_drops > d0 && stats.tx_packets == p0 {
+                        let t = *v.stalled_since.get_or_insert(now);
+                        if now.duration_since(t) >= v.policy.tx_stall {
+                            let b = &mut v.backing[a];
+                            b.state = BackingState::Failed("tx stalled".into());
+                            b.last_failure = Some("tx stalled".into());
+                            changed = true;
+                        }
+                    } else if stats.tx_packets > p0 {
+                        v.stalled_since = None;
+                    }
+                }
+                if let BackingState::Failed(w) = &v.backing[a].state {
+                    failure = Some(w.clone());
+                }
+            }
+            v.tx_seen = (stats.tx_packets, stats.tx_drops);
+            // 3. The arbiter.
+            while v
+                .failbacks
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > v.policy.flap_window)
+            {
+                v.failbacks.pop_front();
+            }
+            let cands: Vec<Candidate> = v
+                .backing
+                .iter()
+                .map(|b| Candidate {
+                    priority: b.cfg.priority,
+                    usable: b.usable(),
+                    healthy_since: b.healthy_since,
+                })
+                .collect();
+            let decision = arbiter::decide(
+                &cands,
+                v.active,
+                failure.as_deref(),
+                &v.policy,
+                now,
+                v.failbacks.len(),
+            );
+            v.flap_suppressed = decision == Decision::StaySuppressed;
+            match decision {
+                Decision::Switch { to, reason } => {
+                    if reason == Reason::FailBack {
+                        v.failbacks.push_back(now);
+                    }
+                    let detect = since_last.as_micros() as u64;
+                    let ci = v.core_idx;
+                    if let Some(ev) = self.switch(i, to, reason, detect) {
+                        events.push(ev);
+                    }
+                    dirty[ci] = false; // switch() published already
+                    continue;
+                }
+                // `active` keeps pointing at the failed device so its name stays in status; it
+                // is out of the table because it is not usable.
+                Decision::LinkDown if v.active.is_some() && changed => {
+                    events.push(Event::LinkDown {
+                        vnic: v.name.clone(),
+                    });
+                }
+                _ => {}
+            }
+            // 4. Announcements in flight.
+            let v = &mut self.vnics[i];
+            if v.announce_left > 0 && now >= v.next_announce {
+                v.announce_left -= 1;
+                v.next_announce = now + v.policy.announce_interval;
+                let mut frames = vec![arbiter::rarp(v.mac.0)];
+                frames.extend(v.ipv4.iter().map(|ip| arbiter::garp(v.mac.0, *ip)));
+                for f in frames {
+                    if let Some(m) = v.pool.alloc_with(&f) {
+                        let _ = v.announce_ring.enqueue_one(m);
+                    }
+                }
+            }
+            if v.announce_until.is_some_and(|t| now >= t) {
+                v.announce_until = None;
+                changed = true;
+            }
+            if changed {
+                dirty[v.core_idx] = true;
+            }
+        }
+        for (ci, d) in dirty.into_iter().enumerate() {
+            if d {
+                if let Err(e) = self.publish_core(ci) {
+                    tracing::error!(core = ci, "health: cannot publish: {e}");
+                }
+            }
+        }
+        self.release_removed();
+        events
+    }
+
+    /// Close and remove the ports of removed devices. Only called after the tables that no longer
+    /// name them have been adopted (publish waits for that).
+    pub(crate) fn release_removed(&mut self) {
+        for v in &mut self.vnics {
+            for b in &mut v.backing {
+                if b.release {
+                    if let Some(p) = b.port.take() {
+                        tracing::warn!(vnic = %v.name, backing = %b.cfg.name, "releasing removed device");
+                        drop(p);
+                    }
+                }
+            }
+        }
+    }
+}

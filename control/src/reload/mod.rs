@@ -1,0 +1,7 @@
+//! Config reloads: a pure plan (the diff between the running and the new config) and its
+//! application in two phases.
+mod apply;
+mod plan;
+
+pub use apply::{PreparedReload, ReloadError};
+pub use plan::*;

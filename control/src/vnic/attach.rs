@@ -1,0 +1,248 @@
+//! Attach and detach: a client's rings are made, bound to the active backing device's queues
+//! and published; at detach they are withdrawn, repaired if the client died mid-move, drained.
+use super::build::new_token;
+use super::{Attachment, LinkState, Owner, CLIENT_LCORES, CLIENT_LCORE_BASE};
+use crate::appliance::Appliance;
+use serde::Serialize;
+use std::sync::Arc;
+use vnic_dataplane::Ring;
+
+/// What a client asks for at ATTACH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachRequest {
+    pub queues: u32,
+    pub depth: u32,
+    pub mtu: u32,
+    pub promisc: bool,
+}
+
+/// What ATTACH grants.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachGrant {
+    pub queues: u32,
+    pub depth: u32,
+    pub mtu: u32,
+    pub promisc: bool,
+    /// Per queue: (rx ring, tx ring) names, for `rte_ring_lookup` in the client.
+    pub rings: Vec<QueueRings>,
+    pub mempool: String,
+    pub mac: String,
+    pub link: LinkState,
+    pub token: String,
+    pub epoch: u64,
+    /// EAL lcore id a separate-process client must use (mempool caches are per lcore id in
+    /// shared memory, so every process needs its own).
+    pub client_lcore: u32,
+}
+
+/// Ring names of one queue.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct QueueRings {
+    pub rx: String,
+    pub tx: String,
+}
+
+/// Why ATTACH or DETACH was refused. Nothing changed when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("unknown vNIC {0:?}")]
+    UnknownVnic(String),
+    #[error("vNIC {0:?} is already attached")]
+    AlreadyAttached(String),
+    #[error("vNIC {0:?} is not attached")]
+    NotAttached(String),
+    #[error("{field} {value} out of range {range}")]
+    OutOfRange {
+        field: &'static str,
+        value: u32,
+        range: String,
+    },
+    #[error("cannot create client rings: {0}")]
+    Rings(String),
+    #[error("data core did not take the new forwarding table: {0}")]
+    Publish(String),
+}
+
+/// Limits offered at CAPS.
+#[derive(Debug, Clone, Serialize)]
+pub struct Caps {
+    pub max_queues: u32,
+    pub min_depth: u32,
+    pub max_depth: u32,
+    pub min_mtu: u32,
+    pub max_mtu: u32,
+    pub offloads: Vec<String>,
+    pub spoof_check: bool,
+}
+
+impl Appliance {
+    pub(crate) fn vnic_index(&self, name: &str) -> Result<usize, AttachError> {
+        self.vnics
+            .iter()
+            .position(|v| v.name == name)
+            .ok_or_else(|| AttachError::UnknownVnic(name.into()))
+    }
+
+    /// Limits a client may ask for (CAPS).
+    pub fn caps(&self, vnic: &str) -> Result<Caps, AttachError> {
+        let v = &self.vnics[self.vnic_index(vnic)?];
+        Ok(Caps {
+            max_queues: v.max_queues as u32,
+            min_depth: 64,
+            max_depth: v.max_depth,
+            min_mtu: 68,
+            max_mtu: v.mtu,
+            offloads: vec![],
+            spoof_check: !v.allow_spoofing,
+        })
+    }
+
+    /// Whether these peer credentials may attach `vnic`.
+    pub fn allowed(&self, vnic: &str, uid: u32, gid: u32) -> Result<bool, AttachError> {
+        let v = &self.vnics[self.vnic_index(vnic)?];
+        Ok(v.allowed_uids.contains(&uid) || v.allowed_gids.contains(&gid))
+    }
+
+    /// The vNIC's epoch and attached owner.
+    pub fn vnic_epoch(
+        &self,
+        vnic: &str,
+    ) -> Result<(u64, Option<Owner>, Option<String>), AttachError> {
+        let v = &self.vnics[self.vnic_index(vnic)?];
+        Ok((
+            v.epoch,
+            v.attach.as_ref().map(|a| a.owner.clone()),
+            v.token.clone(),
+        ))
+    }
+
+    /// Link state of a vNIC (its active backing device).
+    pub fn link(&self, vnic: &str) -> Result<LinkState, AttachError> {
+        let v = &self.vnics[self.vnic_index(vnic)?];
+        let up = v.active.is_some_and(|a| v.backing[a].usable());
+        Ok(LinkState {
+            up,
+            active_backing: v.active.map(|a| v.backing[a].cfg.name.clone()),
+        })
+    }
+
+    /// Create the vNIC's client rings, bind queue i to VF queue i of the active backing device and
+    /// publish the new table of its data core. Other vNICs keep forwarding throughout.
+    pub fn attach(
+        &mut self,
+        vnic: &str,
+        req: AttachRequest,
+        owner: Owner,
+    ) -> Result<AttachGrant, AttachError> {
+        let i = self.vnic_index(vnic)?;
+        let v = &self.vnics[i];
+        if v.attach.is_some() {
+            return Err(AttachError::AlreadyAttached(vnic.into()));
+        }
+        let range = |field: &'static str, value: u32, lo: u32, hi: u32| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                Err(AttachError::OutOfRange {
+                    field,
+                    value,
+                    range: format!("{lo}..={hi}"),
+                })
+            }
+        };
+        range("queues", req.queues, 1, v.max_queues as u32)?;
+        range("depth", req.depth, 64, v.max_depth)?;
+        if !req.depth.is_power_of_two() {
+            return Err(AttachError::OutOfRange {
+                field: "depth",
+                value: req.depth,
+                range: "a power of two".into(),
+            });
+        }
+        range("mtu", req.mtu, 68, v.mtu)?;
+        let epoch = v.epoch + 1;
+        let socket = vnic_dataplane::socket_id();
+        let mut rings = Vec::new();
+        let mut names = Vec::new();
+        for q in 0..req.queues {
+            // The epoch keeps names unique while an old ring may still be held by a client.
+            let rxn = format!("{}.{}r{q}", v.name, epoch % 10_000);
+            let txn = format!("{}.{}t{q}", v.name, epoch % 10_000);
+            let rx = Ring::new(&rxn, req.depth, socket)
+                .map_err(|e| AttachError::Rings(e.to_string()))?;
+            let tx = Ring::new(&txn, req.depth, socket)
+                .map_err(|e| AttachError::Rings(e.to_string()))?;
+            rings.push((Arc::new(rx), Arc::new(tx)));
+            names.push(QueueRings { rx: rxn, tx: txn });
+        }
+        let token = new_token();
+        let core_idx = v.core_idx;
+        let v = &mut self.vnics[i];
+        v.attach = Some(Attachment {
+            queues: req.queues as u16,
+            depth: req.depth,
+            mtu: req.mtu,
+            promisc: req.promisc,
+            rings,
+            owner,
+        });
+        if let Err(e) = self.publish_core(core_idx) {
+            // Roll back: the core never saw the rings (or still runs the old table).
+            self.vnics[i].attach = None;
+            return Err(AttachError::Publish(e.to_string()));
+        }
+        let v = &mut self.vnics[i];
+        v.epoch = epoch;
+        v.token = Some(token.clone());
+        let mac = v.mac.to_string();
+        let mempool = v.pool.name().to_string();
+        Ok(AttachGrant {
+            queues: req.queues,
+            depth: req.depth,
+            mtu: req.mtu,
+            promisc: req.promisc,
+            rings: names,
+            mempool,
+            mac,
+            link: self.link(vnic)?,
+            token,
+            epoch,
+            client_lcore: CLIENT_LCORE_BASE + (i as u32 % CLIENT_LCORES),
+        })
+    }
+
+    /// Unpublish the vNIC, then drain its rings and return every mbuf. Returns mbufs drained.
+    /// The client must have stopped using the rings (it asked, died, or was told).
+    pub fn detach(&mut self, vnic: &str) -> Result<usize, AttachError> {
+        let i = self.vnic_index(vnic)?;
+        let Some(att) = self.vnics[i].attach.take() else {
+            return Err(AttachError::NotAttached(vnic.into()));
+        };
+        let core_idx = self.vnics[i].core_idx;
+        self.vnics[i].epoch += 1;
+        if let Err(e) = self.publish_core(core_idx) {
+            // The core may still read the old table: keep the rings (and their mbufs) alive
+            // rather than free memory it may touch; report it.
+            tracing::error!(vnic, "detach: {e}; rings kept");
+            self.vnics[i].attach = Some(att);
+            return Err(AttachError::Publish(e.to_string()));
+        }
+        let mut drained = 0;
+        for (rx, tx) in &att.rings {
+            if matches!(att.owner, Owner::Client { .. }) {
+                // A client killed mid-move leaves a half-done in-place move: finish or undo it
+                // so every mbuf is in a ring before the drain.
+                let r = vnic_dataplane::ring::recover_client(rx, tx);
+                if r != vnic_dataplane::ring::Recovery::Clean {
+                    tracing::info!(
+                        vnic,
+                        ?r,
+                        "repaired the rings of a client that died mid-move"
+                    );
+                }
+            }
+            drained += rx.drain() + tx.drain();
+        }
+        Ok(drained)
+    }
+}

@@ -1,0 +1,139 @@
+//! The vNIC model: identity, backing devices and their states, the client's attachment. No
+//! sockets, no JSON: frontends turn their clients' doings into commands on the appliance.
+mod attach;
+mod build;
+
+pub use attach::{AttachError, AttachGrant, AttachRequest, Caps, QueueRings};
+pub(crate) use build::{build_backing, build_vnic, ipv4s, policy, port_config};
+
+use crate::arbiter::{Policy, SwitchRecord};
+use crate::config::{BackingConfig, MacAddr};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+use vnic_dataplane::{Mempool, Port, Ring, VnicSlot, VnicStats};
+
+/// Rx/tx descriptors per VF queue.
+pub const VF_DESC: u16 = 1024;
+/// Per-lcore mempool cache.
+pub const POOL_CACHE: u32 = 256;
+/// Separate-process clients get EAL lcore ids from here up (vnicd's own are the CPU numbers).
+pub const CLIENT_LCORE_BASE: u32 = 64;
+/// How many distinct client lcore ids (DPDK's RTE_MAX_LCORE is 128 in Debian's build).
+pub const CLIENT_LCORES: u32 = 64;
+
+/// State of one backing device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "reason")]
+pub enum BackingState {
+    /// Carrying the vNIC's traffic.
+    Active,
+    /// Started and ready to take over.
+    Standby,
+    /// Not usable (reason): failed to come up, link down, tx stalled, removed.
+    Failed(String),
+    /// Taken out of service by the administrator.
+    Disabled,
+}
+
+pub(crate) struct Backing {
+    pub(crate) cfg: BackingConfig,
+    pub(crate) port: Option<Port>,
+    pub(crate) state: BackingState,
+    pub(crate) link_up: bool,
+    /// Since when it has been usable without interruption (for the fail-back hold-down).
+    pub(crate) healthy_since: Option<Instant>,
+    pub(crate) last_failure: Option<String>,
+    /// When to try restarting a failed port next (a memif client redials this way).
+    pub(crate) next_redial: Instant,
+    /// Its link has been up at least once (before that it is still connecting, not failed).
+    pub(crate) ever_up: bool,
+    /// Restarts since the link was last up (backs the redial interval off).
+    pub(crate) redials: u32,
+    /// The device is gone: release its port once no table names it.
+    pub(crate) release: bool,
+}
+
+impl Backing {
+    pub(crate) fn usable(&self) -> bool {
+        self.port.is_some()
+            && self.link_up
+            && matches!(self.state, BackingState::Active | BackingState::Standby)
+    }
+}
+
+/// Who holds a vNIC's rings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Owner {
+    /// An in-core client on the data core (`--inline-client`).
+    Inline,
+    /// A client session on the control socket.
+    Client {
+        session: u64,
+        pid: i32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// Link as a client sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LinkState {
+    pub up: bool,
+    pub active_backing: Option<String>,
+}
+
+pub(crate) struct Attachment {
+    pub(crate) queues: u16,
+    pub(crate) depth: u32,
+    pub(crate) mtu: u32,
+    pub(crate) promisc: bool,
+    pub(crate) rings: Vec<(Arc<Ring>, Arc<Ring>)>,
+    pub(crate) owner: Owner,
+}
+
+pub(crate) struct Vnic {
+    pub(crate) name: String,
+    pub(crate) mac: MacAddr,
+    /// Configured maxima.
+    pub(crate) max_queues: u16,
+    pub(crate) max_depth: u32,
+    pub(crate) mtu: u32,
+    pub(crate) allow_spoofing: bool,
+    pub(crate) allowed_uids: Vec<u32>,
+    pub(crate) allowed_gids: Vec<u32>,
+    pub(crate) core_idx: usize,
+    pub(crate) slot: VnicSlot,
+    pub(crate) active: Option<usize>,
+    pub(crate) backing: Vec<Backing>,
+    pub(crate) pool: Mempool,
+    pub(crate) attach: Option<Attachment>,
+    /// Bumped at every attach and detach (and later failover); replies carry it.
+    pub(crate) epoch: u64,
+    /// Re-attach token of the last attachment.
+    pub(crate) token: Option<String>,
+    pub(crate) policy: Policy,
+    pub(crate) failovers: u64,
+    pub(crate) last_switch: Option<SwitchRecord>,
+    /// Automatic fail-backs inside the flap window.
+    pub(crate) failbacks: VecDeque<Instant>,
+    pub(crate) flap_suppressed: bool,
+    /// vnicd → device frames (peer announcements), sent by the data core.
+    pub(crate) announce_ring: Arc<Ring>,
+    pub(crate) announce_left: u32,
+    pub(crate) next_announce: Instant,
+    /// Keep the announcer in the table until then (lets the last round drain).
+    pub(crate) announce_until: Option<Instant>,
+    pub(crate) ipv4: Vec<[u8; 4]>,
+    /// tx-stall watch: (tx_packets, tx_drops) at the last check, and since when stalled.
+    pub(crate) tx_seen: (u64, u64),
+    pub(crate) stalled_since: Option<Instant>,
+    pub(crate) last_check: Instant,
+    /// Counter values its slot had before this vNIC took it (slots are reused after a reload
+    /// removes a vNIC; only the data core writes counters, so they are offset, not reset).
+    pub(crate) stats_base: VnicStats,
+    /// Out of every table while it moves between data cores.
+    pub(crate) parked: bool,
+}
