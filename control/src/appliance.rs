@@ -18,7 +18,7 @@ pub use crate::vnic::{
 };
 
 /// Why the appliance could not start.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StartError {
     #[error("config: {0}")]
     Config(#[from] ConfigErrors),
@@ -48,19 +48,23 @@ pub struct StartOptions {
     pub host_hugepages: Option<bool>,
 }
 
-/// Something the control thread should tell clients.
+/// What clients hear of: queued where the model changes, drained through one queue by every
+/// frontend ([`Appliance::drain_events`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The active backing device changed.
     Failover {
         vnic: String,
         from: Option<String>,
         to: String,
         reason: String,
     },
-    LinkDown {
-        vnic: String,
-    },
+    /// The vNIC's link as its client sees it changed: up or down, or carried by another device.
+    Link { vnic: String, link: LinkState },
 }
+
+/// Most events held for frontends that have not drained them (the oldest go first).
+const MAX_EVENTS: usize = 4096;
 
 pub(crate) struct Core {
     pub(crate) core: u32,
@@ -99,6 +103,8 @@ pub struct Appliance {
     /// The in-core client mode for `Owner::Inline` attachments.
     pub(crate) inline: Option<InlineMode>,
     pub(crate) eal: Option<Eal>,
+    /// Events not yet drained by the frontends, oldest first.
+    pub(crate) events: VecDeque<Event>,
 }
 
 impl Drop for Appliance {
@@ -110,6 +116,45 @@ impl Drop for Appliance {
 }
 
 impl Appliance {
+    /// Stop data core `core` (fault injection for tests: a core that no longer takes tables).
+    #[cfg(feature = "testing")]
+    pub fn stop_data_core(&mut self, core: u32) -> bool {
+        match self.cores.iter_mut().find(|c| c.core == core) {
+            Some(c) => {
+                c.worker.stop();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queue an event for the frontends.
+    pub(crate) fn emit(&mut self, e: Event) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// Queue a [`Event::Link`] for every vNIC whose link changed since the last one queued.
+    pub(crate) fn note_links(&mut self) {
+        for i in 0..self.vnics.len() {
+            let link = self.vnics[i].link();
+            if link != self.vnics[i].told_link {
+                self.vnics[i].told_link = link.clone();
+                let vnic = self.vnics[i].name.clone();
+                self.emit(Event::Link { vnic, link });
+            }
+        }
+    }
+
+    /// Everything that happened since the last call, oldest first: the one event stream every
+    /// frontend reads.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        self.note_links();
+        self.events.drain(..).collect()
+    }
+
     /// Bring everything up. On error everything made so far is torn down again.
     pub fn start(config: Config, opts: &StartOptions) -> Result<Appliance, StartError> {
         let huge = opts
@@ -127,6 +172,7 @@ impl Appliance {
             incarnations: 0,
             inline: None,
             eal: Some(eal),
+            events: VecDeque::new(),
         };
         app.bring_up(opts)?;
         Ok(app)

@@ -1,6 +1,6 @@
 //! Health checks on their own tick: link state of every started device, tx progress of the
 //! active one, restarts of failed memif clients, the arbiter's decisions, peer announcements.
-use crate::appliance::{Appliance, Event};
+use crate::appliance::Appliance;
 use crate::arbiter::{self, Candidate, Decision, Reason};
 use crate::vnic::BackingState;
 use std::time::{Duration, Instant};
@@ -9,9 +9,8 @@ impl Appliance {
     /// Health checks and the arbiter, run by the control thread every few milliseconds: link
     /// state of every started device, tx progress of the active one, restart of failed memif
     /// clients, switches, fail-back and peer announcements. Returns what clients should hear.
-    pub fn health_tick(&mut self) -> Vec<Event> {
+    pub fn health_tick(&mut self) {
         let now = Instant::now();
-        let mut events = Vec::new();
         let mut dirty = vec![false; self.cores.len()];
         for i in 0..self.vnics.len() {
             let stats = self.vnic_stats(i);
@@ -125,27 +124,21 @@ impl Appliance {
                 v.failbacks.len(),
             );
             v.flap_suppressed = decision == Decision::StaySuppressed;
-            match decision {
-                Decision::Switch { to, reason } => {
-                    if reason == Reason::FailBack {
-                        v.failbacks.push_back(now);
-                    }
-                    let detect = since_last.as_micros() as u64;
-                    let ci = v.core_idx;
-                    if let Some(ev) = self.switch(i, to, reason, detect) {
-                        events.push(ev);
-                    }
-                    dirty[ci] = false; // switch() published already
-                    continue;
+            // Otherwise `active` keeps pointing at a failed device so its name stays in status;
+            // it is out of the table because it is not usable, and clients hear of it as a LINK
+            // event (`note_links`).
+            if let Decision::Switch { to, reason } = decision {
+                if reason == Reason::FailBack {
+                    v.failbacks.push_back(now);
                 }
-                // `active` keeps pointing at the failed device so its name stays in status; it
-                // is out of the table because it is not usable.
-                Decision::LinkDown if v.active.is_some() && changed => {
-                    events.push(Event::LinkDown {
-                        vnic: v.name.clone(),
-                    });
+                let detect = since_last.as_micros() as u64;
+                let ci = v.core_idx;
+                // A refused switch was logged and left the model as it was: the next tick
+                // decides again.
+                if self.switch(i, to, reason, detect).is_ok() {
+                    dirty[ci] = false; // switch() published the whole core already
                 }
-                _ => {}
+                continue;
             }
             // 4. Announcements in flight.
             let v = &mut self.vnics[i];
@@ -168,15 +161,21 @@ impl Appliance {
                 dirty[v.core_idx] = true;
             }
         }
+        let mut published = true;
         for (ci, d) in dirty.into_iter().enumerate() {
             if d {
                 if let Err(e) = self.publish_core(ci) {
-                    tracing::error!(core = ci, "health: cannot publish: {e}");
+                    tracing::error!("health: {e}");
+                    published = false;
                 }
             }
         }
-        self.release_removed();
-        events
+        // A removed device may still be in a table the core kept: release it only once every
+        // core took the tables that no longer name it.
+        if published {
+            self.release_removed();
+        }
+        self.note_links();
     }
 
     /// Close and remove the ports of removed devices. Only called after the tables that no longer

@@ -10,14 +10,18 @@ pub mod appliance;
 pub mod arbiter;
 pub mod client;
 pub mod config;
+pub mod frontend;
 mod health;
+pub mod mainloop;
 pub mod proto;
 mod publish;
 pub mod reload;
+#[cfg(feature = "testing")]
 pub mod runner;
-pub mod server;
+/// The socket frontend under its old name.
+pub use frontend::socket as server;
 pub mod status;
-mod switch;
+pub mod switch;
 pub mod vnic;
 
 /// The pure arbiter under its old name (kept for callers of `vnic_control::failover`).

@@ -6,9 +6,18 @@ use crate::vnic::{BackingState, Owner};
 use std::time::Instant;
 use vnic_dataplane::{Announce, FwdTable, InlineClient, QueueEntry};
 
+/// A data core did not take a new table. It still runs the previous one, which stays valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("data core {core} did not take the new forwarding table: {err}")]
+pub struct PublishError {
+    pub core: u32,
+    #[source]
+    pub err: vnic_dataplane::Error,
+}
+
 impl Appliance {
     /// Rebuild and publish core `ci`'s table from the attached vNICs it serves.
-    pub(crate) fn publish_core(&mut self, ci: usize) -> Result<u64, vnic_dataplane::Error> {
+    pub(crate) fn publish_core(&mut self, ci: usize) -> Result<u64, PublishError> {
         let mut queues = Vec::new();
         let mut clients = Vec::new();
         let mut announce = Vec::new();
@@ -61,7 +70,11 @@ impl Appliance {
             }
         }
         let table = FwdTable::new(queues, clients).with_announce(announce);
-        let g = self.cores[ci].worker.publish(table)?;
+        let core = &mut self.cores[ci];
+        let g = core.worker.publish(table).map_err(|err| PublishError {
+            core: core.core,
+            err,
+        })?;
         self.generation += 1;
         Ok(g)
     }

@@ -1,9 +1,10 @@
 //! The control thread on a thread of its own: an appliance plus its control and admin sockets,
-//! polled in a loop as vnicd's main loop does. Tests and embedding programs use it to run vnicd
-//! in-process and talk to it over the real sockets.
+//! run by vnicd's own main loop ([`crate::mainloop`]). Tests use it to run vnicd in-process and
+//! talk to it over the real sockets (feature `testing`: its helpers panic on failure).
 use crate::appliance::{Appliance, ShutdownReport, StartOptions};
 use crate::client::Client;
 use crate::config::Config;
+use crate::mainloop::MainLoop;
 use crate::server::Server;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -17,7 +18,9 @@ pub struct Running {
     pub control_socket: PathBuf,
     pub admin_socket: PathBuf,
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Appliance>>,
+    /// Set it to reload the config file given at start, as SIGHUP does for vnicd.
+    pub hup: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Option<Appliance>>>,
 }
 
 /// Why it could not start.
@@ -30,34 +33,48 @@ pub enum RunError {
 impl Running {
     /// Start the appliance and its sockets; returns once both are up.
     pub fn start(cfg: Config, opts: StartOptions) -> Result<Running, RunError> {
+        Self::start_with_file(cfg, opts, None)
+    }
+
+    /// Start on `cfg`, read from `path`: reloads without a file, `hup` and (with
+    /// `watch_config`) changes to the file re-read it.
+    pub fn start_with_file(
+        cfg: Config,
+        opts: StartOptions,
+        path: Option<PathBuf>,
+    ) -> Result<Running, RunError> {
         let control_socket = cfg.raw.control_socket.clone();
         let admin_socket = cfg.raw.admin_socket.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let s2 = stop.clone();
+        let hup = Arc::new(AtomicBool::new(false));
+        let h2 = hup.clone();
         let handle = std::thread::Builder::new()
             .name("vnic-control".into())
             .spawn(move || {
-                let mut app = match Appliance::start(cfg, &opts) {
+                let app = match Appliance::start(cfg, &opts) {
                     Ok(a) => a,
                     Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        panic!("appliance did not start: {e}");
+                        let _ = tx.send(Err(format!("appliance did not start: {e}")));
+                        return None;
                     }
                 };
-                let mut server = match Server::start(app.config()) {
+                let server = match Server::start(app.config()) {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        panic!("sockets did not open: {e}");
+                        let _ = tx.send(Err(format!("sockets did not open: {e}")));
+                        return None;
                     }
                 };
                 let _ = tx.send(Ok(()));
+                let mut main = MainLoop::new(app, server, path, h2);
                 while !s2.load(Ordering::Relaxed) {
-                    server.poll(&mut app, Duration::from_millis(1));
+                    if let Some(r) = main.turn() {
+                        tracing::info!(source = r.source, ok = r.result.is_ok(), "reload");
+                    }
                 }
-                drop(server);
-                app
+                Some(main.into_appliance())
             })
             .map_err(|e| RunError::Start(e.to_string()))?;
         match rx.recv_timeout(Duration::from_secs(30)) {
@@ -65,6 +82,7 @@ impl Running {
                 control_socket,
                 admin_socket,
                 stop,
+                hup,
                 handle: Some(handle),
             }),
             Ok(Err(e)) => Err(RunError::Start(e)),
@@ -133,7 +151,8 @@ impl Running {
             .take()
             .expect("running")
             .join()
-            .expect("control thread");
+            .expect("control thread")
+            .expect("the appliance ran");
         app.shutdown()
     }
 }
@@ -142,7 +161,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
             self.stop.store(true, Ordering::Relaxed);
-            if let Ok(app) = h.join() {
+            if let Ok(Some(app)) = h.join() {
                 drop(app.shutdown());
             }
         }

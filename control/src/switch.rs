@@ -2,6 +2,7 @@
 //! the administrator or the client, on disable or hot removal. A switch is a table swap.
 use crate::appliance::{Appliance, Event};
 use crate::arbiter::{self, Candidate, Reason, SwitchRecord};
+use crate::publish::PublishError;
 use crate::vnic::BackingState;
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,8 @@ pub enum FailoverError {
     AlreadyActive(String),
     #[error("{0:?} is the active device and no other is operational: disabling it would take the vNIC's link down (use force)")]
     LastDevice(String),
-    #[error("data core did not take the new table: {0}")]
-    Publish(String),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
 }
 
 impl Appliance {
@@ -49,25 +50,32 @@ impl Appliance {
         b.healthy_since = None;
         b.release = true;
         let ci = self.vnics[i].core_idx;
-        self.publish_core(ci)
-            .map_err(|e| FailoverError::Publish(e.to_string()))?;
+        self.publish_core(ci)?;
         self.release_removed();
         Ok(ev)
     }
 
     /// Make backing device `to` the active one of vNIC `i`: the old one becomes standby (or stays
     /// failed), the data core adopts the new table at a burst boundary, and the MAC is announced
-    /// on the new device. Returns the event for clients.
+    /// on the new device. The event is queued for clients and returned for the reply. When the
+    /// data core does not take the table, the model is put back as it was (the core still runs
+    /// the old table) and the switch is refused.
     pub(crate) fn switch(
         &mut self,
         i: usize,
         to: usize,
         reason: Reason,
         detection_us: u64,
-    ) -> Option<Event> {
+    ) -> Result<Event, FailoverError> {
         let t = Instant::now();
         let v = &mut self.vnics[i];
         let from = v.active;
+        let undo = (
+            from.map(|f| v.backing[f].state.clone()),
+            v.backing[to].state.clone(),
+            v.announce_left,
+            v.announce_until,
+        );
         if let Some(f) = from {
             if v.backing[f].state == BackingState::Active {
                 v.backing[f].state = BackingState::Standby;
@@ -75,12 +83,6 @@ impl Appliance {
         }
         v.backing[to].state = BackingState::Active;
         v.active = Some(to);
-        if from.is_some() {
-            // The first activation of a vNIC is not a failover.
-            v.failovers += 1;
-        }
-        v.epoch += 1;
-        v.stalled_since = None;
         if v.policy.announce_rounds > 0 {
             v.announce_left = v.policy.announce_rounds;
             v.next_announce = t;
@@ -91,9 +93,24 @@ impl Appliance {
         }
         let ci = v.core_idx;
         if let Err(e) = self.publish_core(ci) {
-            tracing::error!("failover publish: {e}");
+            let v = &mut self.vnics[i];
+            tracing::error!(vnic = %v.name, "switch refused: {e}");
+            v.active = from;
+            if let (Some(f), Some(s)) = (from, undo.0) {
+                v.backing[f].state = s;
+            }
+            v.backing[to].state = undo.1;
+            v.announce_left = undo.2;
+            v.announce_until = undo.3;
+            return Err(e.into());
         }
         let v = &mut self.vnics[i];
+        if from.is_some() {
+            // The first activation of a vNIC is not a failover.
+            v.failovers += 1;
+        }
+        v.epoch += 1;
+        v.stalled_since = None;
         let from_name = from.map(|f| v.backing[f].cfg.name.clone());
         let to_name = v.backing[to].cfg.name.clone();
         let rec = SwitchRecord {
@@ -109,12 +126,14 @@ impl Appliance {
         };
         tracing::warn!(vnic = %v.name, from = ?from_name, to = %to_name, %reason, detection_us, switch_us = rec.switch_us, "failover");
         v.last_switch = Some(rec);
-        Some(Event::Failover {
+        let ev = Event::Failover {
             vnic: v.name.clone(),
             from: from_name,
             to: to_name,
             reason: reason.to_string(),
-        })
+        };
+        self.emit(ev.clone());
+        Ok(ev)
     }
 
     pub(crate) fn failover_index(&self, vnic: &str) -> Result<usize, FailoverError> {
@@ -213,7 +232,6 @@ impl Appliance {
             }
         };
         self.switch(i, target, Reason::Planned(why.into()), 0)
-            .ok_or_else(|| FailoverError::Publish("switch failed".into()))
     }
 
     /// Take a backing device out of service (switching away first if it is active), or put it
@@ -255,8 +273,7 @@ impl Appliance {
             self.vnics[i].backing[k].state = BackingState::Disabled;
         }
         let ci = self.vnics[i].core_idx;
-        self.publish_core(ci)
-            .map_err(|e| FailoverError::Publish(e.to_string()))?;
+        self.publish_core(ci)?;
         Ok(ev)
     }
 }

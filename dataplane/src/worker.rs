@@ -203,6 +203,13 @@ impl Worker {
     /// Publish a new table and wait for the data core to adopt it; the old table is then freed
     /// here, on the control thread. Returns the new generation.
     pub fn publish(&mut self, mut table: FwdTable) -> Result<u64> {
+        if matches!(self.handle, Handle::Done) {
+            // No loop will ever adopt it: refuse rather than report a table nobody runs.
+            return Err(Error::Invalid {
+                op: "publish",
+                why: format!("the data core on {} has stopped", self.launch.core()),
+            });
+        }
         let gen = self.next_generation;
         self.next_generation += 1;
         table.generation = gen;

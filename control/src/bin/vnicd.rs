@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vnic_control::appliance::{Appliance, StartOptions, Status};
 use vnic_control::config;
+use vnic_control::mainloop::{MainLoop, Reloaded};
 use vnic_control::server::Server;
 use vnic_dataplane::InlineMode;
 
@@ -113,14 +114,14 @@ fn main() -> ExitCode {
         host_hugepages: None,
     };
     let started = Instant::now();
-    let mut app = match Appliance::start(cfg, &opts) {
+    let app = match Appliance::start(cfg, &opts) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("vnicd: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut server = match Server::start(app.config()) {
+    let server = match Server::start(app.config()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vnicd: cannot open the control sockets: {e}");
@@ -128,9 +129,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(p) = &args.config {
-        server.set_config_path(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
-    }
     // SIGHUP re-reads the config file (the handler only sets a flag).
     let hup = Arc::new(AtomicBool::new(false));
     if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
@@ -160,10 +158,11 @@ fn main() -> ExitCode {
         );
     }
 
-    // Optional file watch: changes to the config file trigger the same reload as SIGHUP.
-    let changed = Arc::new(AtomicBool::new(false));
-    let mut watcher: Option<notify::RecommendedWatcher> = None;
-    let mut last_change: Option<Instant> = None;
+    let config_path = args
+        .config
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    let mut main = MainLoop::new(app, server, config_path, hup);
     let t0 = Instant::now();
     let mut prev = first.clone();
     let mut prev_t = Instant::now();
@@ -177,7 +176,7 @@ fn main() -> ExitCode {
         }
         let now = Instant::now();
         if now >= next {
-            let cur = app.status();
+            let cur = main.app().status();
             if !args.quiet {
                 eprintln!(
                     "{}",
@@ -188,50 +187,31 @@ fn main() -> ExitCode {
             prev_t = now;
             next += interval;
         }
-        // The control thread's work: client sessions, admin requests, heartbeats, link pushes.
-        server.poll(&mut app, Duration::from_millis(1));
-        let want_watch = app.config().raw.watch_config && args.config.is_some();
-        if want_watch != watcher.is_some() {
-            watcher = if want_watch {
-                watch(args.config.as_deref(), changed.clone())
-            } else {
-                None
-            };
-        }
-        // Let a burst of writes settle (an editor writes in pieces) before reloading.
-        if changed.swap(false, Ordering::Relaxed) {
-            last_change = Some(Instant::now());
-        }
-        let watch_due = last_change.is_some_and(|t| t.elapsed() >= Duration::from_millis(100));
-        if watch_due {
-            last_change = None;
-        }
-        let source = if hup.swap(false, Ordering::Relaxed) {
-            Some("SIGHUP")
-        } else if watch_due {
-            Some("file watch")
-        } else {
-            None
-        };
-        if let Some(source) = source {
-            match server.reload(&mut app, None, source) {
-                Ok(r) => eprintln!(
-                    "vnicd: reloaded (generation {}): {}",
-                    r.generation,
-                    if r.steps.is_empty() {
-                        "no change".to_string()
-                    } else {
-                        r.steps.join("; ")
-                    }
-                ),
-                Err(e) => eprintln!(
-                    "vnicd: reload refused, running config unchanged: {}",
-                    e.message
-                ),
-            }
+        // The control thread's work: sessions, admin requests, health, events, reloads.
+        match main.turn() {
+            Some(Reloaded {
+                result: Ok(r),
+                source,
+            }) => eprintln!(
+                "vnicd: reloaded (generation {}) by {source}: {}",
+                r.generation,
+                if r.steps.is_empty() {
+                    "no change".to_string()
+                } else {
+                    r.steps.join("; ")
+                }
+            ),
+            Some(Reloaded {
+                result: Err(e),
+                source,
+            }) => eprintln!(
+                "vnicd: reload refused ({source}), running config unchanged: {}",
+                e.message
+            ),
+            None => {}
         }
     }
-    drop(server);
+    let app = main.into_appliance();
     let fin = app.status();
     let secs = t0.elapsed().as_secs_f64();
     let report = app.shutdown();
@@ -248,36 +228,6 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
-}
-
-/// Watch the config file's directory (editors replace files by rename) for changes to the file.
-fn watch(
-    path: Option<&std::path::Path>,
-    flag: Arc<AtomicBool>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let path = std::fs::canonicalize(path?).ok()?;
-    let dir = path.parent()?.to_path_buf();
-    let name = path.file_name()?.to_os_string();
-    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str()))
-            {
-                flag.store(true, Ordering::Relaxed);
-            }
-        }
-    })
-    .map_err(|e| eprintln!("vnicd: cannot watch the config file: {e}"))
-    .ok()?;
-    if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        eprintln!("vnicd: cannot watch {}: {e}", dir.display());
-        return None;
-    }
-    eprintln!("vnicd: watching {} for changes", path.display());
-    Some(w)
 }
 
 fn state_word(s: &vnic_control::appliance::BackingState) -> String {

@@ -1,19 +1,71 @@
 //! Applying a reload in two phases: prepare (build every new resource; on error release them,
 //! nothing running changed) and commit (put them in service, detach what goes away).
 use super::{plan, Reload, Step};
-use crate::appliance::Appliance;
+use crate::appliance::{Appliance, StartError};
 use crate::config::{self, Config, ConfigErrors};
+use crate::publish::PublishError;
 use crate::vnic::{build_backing, build_vnic, ipv4s, policy, port_config, Backing, Vnic};
 use std::time::Instant;
 use vnic_dataplane::VnicSlot;
 
-/// Why a reload was refused. When it is returned, nothing running changed.
+/// Why a reload was refused or did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReloadError {
+    /// Nothing running changed.
     #[error("invalid config:\n{0}")]
     Config(ConfigErrors),
+    /// Nothing running changed (a recreated vNIC that could not be built is restored or lost,
+    /// as the cause says).
     #[error("step \"{step}\" failed: {cause}; nothing was changed")]
-    Step { step: String, cause: String },
+    Step { step: String, cause: Box<StepError> },
+    /// The new config is in the model, but a data core still runs its old table.
+    #[error("the new config was applied but not put in service: {0}")]
+    Publish(#[from] PublishError),
+}
+
+/// Why one step of a reload could not be carried out.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StepError {
+    #[error("{what} {name:?} is not in the {config} config")]
+    Missing {
+        what: &'static str,
+        name: String,
+        config: &'static str,
+    },
+    #[error("all {0} vNIC slots in use")]
+    NoSlot(usize),
+    #[error(transparent)]
+    Build(#[from] StartError),
+    #[error("backing device {name}: {err}")]
+    Backing {
+        name: String,
+        #[source]
+        err: vnic_dataplane::Error,
+    },
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("{err}; the vNIC was {}", if *.restored { "restored as it was" } else { "lost: reload again" })]
+    Recreate { err: Box<StepError>, restored: bool },
+}
+
+/// A backing device that could not even be probed: a bad config, not a fault.
+fn unopened(v: &Vnic) -> Option<StepError> {
+    v.backing
+        .iter()
+        .find(|b| b.port.is_none())
+        .map(backing_error)
+}
+
+fn backing_error(b: &Backing) -> StepError {
+    StepError::Backing {
+        name: b.cfg.name.clone(),
+        err: b
+            .bring_up_error
+            .clone()
+            .unwrap_or(vnic_dataplane::Error::NoPort {
+                devargs: b.cfg.devargs.clone(),
+            }),
+    }
 }
 
 /// A reload whose new resources exist but are not in service yet. Dropping it releases them.
@@ -73,9 +125,9 @@ impl Appliance {
         let mut new_backing = Vec::new();
         let mut taken = Vec::new();
         for st in &steps {
-            let fail = |cause: String| ReloadError::Step {
+            let fail = |cause: StepError| ReloadError::Step {
                 step: st.to_string(),
-                cause,
+                cause: Box::new(cause),
             };
             match st {
                 Step::AddVnic { vnic } => {
@@ -84,26 +136,27 @@ impl Appliance {
                         .vnics
                         .iter()
                         .position(|v| &v.name == vnic)
-                        .ok_or_else(|| fail("not in the new config".into()))?;
+                        .ok_or_else(|| {
+                            fail(StepError::Missing {
+                                what: "vNIC",
+                                name: vnic.clone(),
+                                config: "new",
+                            })
+                        })?;
                     let vc = &new.raw.vnics[i];
                     let core_idx = new
                         .data_cores()
                         .iter()
                         .position(|d| d.core == new.vnic_cores[i])
                         .unwrap_or(0);
-                    let slot = self.free_slot(&taken).ok_or_else(|| {
-                        fail(format!("all {} vNIC slots in use", config::MAX_VNICS))
-                    })?;
+                    let slot = self
+                        .free_slot(&taken)
+                        .ok_or_else(|| fail(StepError::NoSlot(config::MAX_VNICS)))?;
                     self.incarnations += 1;
                     let mut v = build_vnic(vc, new.macs[i], core_idx, slot, self.incarnations)
-                        .map_err(|e| fail(e.to_string()))?;
-                    if let Some(b) = v.backing.iter().find(|b| b.port.is_none()) {
-                        // A device that cannot even be probed is a bad config, not a fault.
-                        return Err(fail(format!(
-                            "backing device {}: {}",
-                            b.cfg.name,
-                            b.last_failure.clone().unwrap_or_default()
-                        )));
+                        .map_err(|e| fail(e.into()))?;
+                    if let Some(e) = unopened(&v) {
+                        return Err(fail(e));
                     }
                     v.stats_base = self.slot_stats(slot);
                     taken.push(slot);
@@ -115,20 +168,34 @@ impl Appliance {
                         .vnics
                         .iter()
                         .find(|v| &v.name == vnic)
-                        .ok_or_else(|| fail("vNIC not in the new config".into()))?;
+                        .ok_or_else(|| {
+                            fail(StepError::Missing {
+                                what: "vNIC",
+                                name: vnic.clone(),
+                                config: "new",
+                            })
+                        })?;
                     let bc = vc
                         .backing
                         .iter()
                         .find(|b| &b.name == backing)
-                        .ok_or_else(|| fail("backing device not in the new config".into()))?;
-                    let running = self
-                        .vnics
-                        .iter()
-                        .find(|v| &v.name == vnic)
-                        .ok_or_else(|| fail("vNIC not running".into()))?;
+                        .ok_or_else(|| {
+                            fail(StepError::Missing {
+                                what: "backing device",
+                                name: backing.clone(),
+                                config: "new",
+                            })
+                        })?;
+                    let running = self.vnics.iter().find(|v| &v.name == vnic).ok_or_else(|| {
+                        fail(StepError::Missing {
+                            what: "vNIC",
+                            name: vnic.clone(),
+                            config: "running",
+                        })
+                    })?;
                     let b = build_backing(vnic, bc, &port_config(vc), &running.pool, running.mac);
                     if b.port.is_none() {
-                        return Err(fail(b.last_failure.clone().unwrap_or_default()));
+                        return Err(fail(backing_error(&b)));
                     }
                     new_backing.push((vnic.clone(), b));
                 }
@@ -265,9 +332,11 @@ impl Appliance {
         self.vnics.append(&mut new_vnics);
         // 4. Publish: first every core without the moving vNICs (no two cores ever poll one
         //    queue), then with them on their new cores. Only then release what went away.
+        let mut unpublished: Option<PublishError> = None;
         for ci in 0..self.cores.len() {
             if let Err(e) = self.publish_core(ci) {
-                tracing::error!(core = ci, "reload: publish: {e}");
+                tracing::error!("reload: {e}");
+                unpublished.get_or_insert(e);
             }
         }
         if self.vnics.iter().any(|v| v.parked) {
@@ -282,7 +351,8 @@ impl Appliance {
             }
             for ci in cores {
                 if let Err(e) = self.publish_core(ci) {
-                    tracing::error!(core = ci, "reload: publish: {e}");
+                    tracing::error!("reload: {e}");
+                    unpublished.get_or_insert(e);
                 }
             }
         }
@@ -310,14 +380,10 @@ impl Appliance {
                     let restored = self.build_from(&old_cfg, name).is_ok();
                     let err = ReloadError::Step {
                         step: format!("recreate vNIC {name}"),
-                        cause: format!(
-                            "{e}; the vNIC was {}",
-                            if restored {
-                                "restored as it was"
-                            } else {
-                                "lost: reload again"
-                            }
-                        ),
+                        cause: Box::new(StepError::Recreate {
+                            err: Box::new(e),
+                            restored,
+                        }),
                     };
                     self.record_failed_reload(source, &err, started);
                     return Err(err);
@@ -326,6 +392,13 @@ impl Appliance {
         }
         self.config = new;
         self.config_generation += 1;
+        if let Some(e) = unpublished {
+            // Reported, not hidden: the model runs the new config but a core kept its old
+            // table (which stays valid); the next publish on that core catches up.
+            let err = ReloadError::Publish(e);
+            self.record_failed_reload(source, &err, started);
+            return Err(err);
+        }
         let r = Reload {
             generation: self.config_generation,
             at_unix_ms: std::time::SystemTime::now()
@@ -343,33 +416,34 @@ impl Appliance {
     }
 
     /// Build vNIC `name` as `cfg` describes it, put it in service (unattached).
-    pub(crate) fn build_from(&mut self, cfg: &Config, name: &str) -> Result<(), String> {
+    pub(crate) fn build_from(&mut self, cfg: &Config, name: &str) -> Result<(), StepError> {
         let i = cfg
             .raw
             .vnics
             .iter()
             .position(|v| v.name == name)
-            .ok_or("not in the config")?;
+            .ok_or_else(|| StepError::Missing {
+                what: "vNIC",
+                name: name.into(),
+                config: "new",
+            })?;
         let vc = &cfg.raw.vnics[i];
         let core_idx = cfg
             .data_cores()
             .iter()
             .position(|d| d.core == cfg.vnic_cores[i])
             .unwrap_or(0);
-        let slot = self.free_slot(&[]).ok_or("no free vNIC slot")?;
+        let slot = self
+            .free_slot(&[])
+            .ok_or(StepError::NoSlot(config::MAX_VNICS))?;
         self.incarnations += 1;
-        let mut v = build_vnic(vc, cfg.macs[i], core_idx, slot, self.incarnations)
-            .map_err(|e| e.to_string())?;
-        if let Some(b) = v.backing.iter().find(|b| b.port.is_none()) {
-            return Err(format!(
-                "backing device {}: {}",
-                b.cfg.name,
-                b.last_failure.clone().unwrap_or_default()
-            ));
+        let mut v = build_vnic(vc, cfg.macs[i], core_idx, slot, self.incarnations)?;
+        if let Some(e) = unopened(&v) {
+            return Err(e);
         }
         v.stats_base = self.slot_stats(slot);
         self.vnics.push(v);
-        self.publish_core(core_idx).map_err(|e| e.to_string())?;
+        self.publish_core(core_idx)?;
         Ok(())
     }
 

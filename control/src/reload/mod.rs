@@ -3,5 +3,5 @@
 mod apply;
 mod plan;
 
-pub use apply::{PreparedReload, ReloadError};
+pub use apply::{PreparedReload, ReloadError, StepError};
 pub use plan::*;

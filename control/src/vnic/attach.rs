@@ -3,6 +3,7 @@
 use super::build::new_token;
 use super::{Attachment, LinkState, Owner, CLIENT_LCORES, CLIENT_LCORE_BASE};
 use crate::appliance::Appliance;
+use crate::publish::PublishError;
 use serde::Serialize;
 use std::sync::Arc;
 use vnic_dataplane::Ring;
@@ -58,9 +59,9 @@ pub enum AttachError {
         range: String,
     },
     #[error("cannot create client rings: {0}")]
-    Rings(String),
-    #[error("data core did not take the new forwarding table: {0}")]
-    Publish(String),
+    Rings(#[source] vnic_dataplane::Error),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
 }
 
 /// Limits offered at CAPS.
@@ -118,12 +119,16 @@ impl Appliance {
 
     /// Link state of a vNIC (its active backing device).
     pub fn link(&self, vnic: &str) -> Result<LinkState, AttachError> {
-        let v = &self.vnics[self.vnic_index(vnic)?];
-        let up = v.active.is_some_and(|a| v.backing[a].usable());
-        Ok(LinkState {
-            up,
-            active_backing: v.active.map(|a| v.backing[a].cfg.name.clone()),
-        })
+        Ok(self.vnics[self.vnic_index(vnic)?].link())
+    }
+
+    /// The control-socket session attached to `vnic`, if a client session holds it.
+    pub fn client_session(&self, vnic: &str) -> Option<u64> {
+        let v = self.vnics.iter().find(|v| v.name == vnic)?;
+        match v.attach.as_ref()?.owner {
+            Owner::Client { session, .. } => Some(session),
+            Owner::Inline => None,
+        }
     }
 
     /// Create the vNIC's client rings, bind queue i to VF queue i of the active backing device and
@@ -168,10 +173,8 @@ impl Appliance {
             // The epoch keeps names unique while an old ring may still be held by a client.
             let rxn = format!("{}.{}r{q}", v.name, epoch % 10_000);
             let txn = format!("{}.{}t{q}", v.name, epoch % 10_000);
-            let rx = Ring::new(&rxn, req.depth, socket)
-                .map_err(|e| AttachError::Rings(e.to_string()))?;
-            let tx = Ring::new(&txn, req.depth, socket)
-                .map_err(|e| AttachError::Rings(e.to_string()))?;
+            let rx = Ring::new(&rxn, req.depth, socket).map_err(AttachError::Rings)?;
+            let tx = Ring::new(&txn, req.depth, socket).map_err(AttachError::Rings)?;
             rings.push((Arc::new(rx), Arc::new(tx)));
             names.push(QueueRings { rx: rxn, tx: txn });
         }
@@ -189,7 +192,7 @@ impl Appliance {
         if let Err(e) = self.publish_core(core_idx) {
             // Roll back: the core never saw the rings (or still runs the old table).
             self.vnics[i].attach = None;
-            return Err(AttachError::Publish(e.to_string()));
+            return Err(AttachError::Publish(e));
         }
         let v = &mut self.vnics[i];
         v.epoch = epoch;
@@ -225,7 +228,7 @@ impl Appliance {
             // rather than free memory it may touch; report it.
             tracing::error!(vnic, "detach: {e}; rings kept");
             self.vnics[i].attach = Some(att);
-            return Err(AttachError::Publish(e.to_string()));
+            return Err(AttachError::Publish(e));
         }
         let mut drained = 0;
         for (rx, tx) in &att.rings {

@@ -1,6 +1,6 @@
 //! Building a vNIC's DPDK resources from its config: mempool, backing-device ports (opened,
 //! configured, MAC programmed, started), announce ring.
-use super::{Backing, BackingState, Vnic, POOL_CACHE, VF_DESC};
+use super::{Backing, BackingState, LinkState, Vnic, POOL_CACHE, VF_DESC};
 use crate::appliance::StartError;
 use crate::arbiter::Policy;
 use crate::config::{self, BackingConfig, MacAddr};
@@ -77,18 +77,21 @@ pub(crate) fn build_backing(
         link_up: false,
         healthy_since: None,
         last_failure: None,
+        bring_up_error: None,
         next_redial: now,
         ever_up: false,
         redials: 0,
         release: false,
     };
-    let failed = |bk: &mut Backing, e: String| {
+    let failed = |bk: &mut Backing, err: vnic_dataplane::Error| {
+        let e = err.to_string();
+        bk.bring_up_error = Some(err);
         tracing::error!(vnic, backing = %b.name, "backing device failed: {e}");
         bk.state = BackingState::Failed(e.clone());
         bk.last_failure = Some(e);
     };
     match opened {
-        Err(e) => failed(&mut bk, e.to_string()),
+        Err(e) => failed(&mut bk, e),
         Ok(mut p) => {
             match p.start() {
                 Ok(()) => {
@@ -96,7 +99,7 @@ pub(crate) fn build_backing(
                     bk.healthy_since = bk.link_up.then_some(now);
                     bk.ever_up = bk.link_up;
                 }
-                Err(e) => failed(&mut bk, e.to_string()),
+                Err(e) => failed(&mut bk, e),
             }
             bk.port = Some(p);
         }
@@ -209,9 +212,14 @@ pub(crate) fn build_vnic(
         last_check: Instant::now(),
         stats_base: VnicStats::default(),
         parked: false,
+        told_link: LinkState {
+            up: false,
+            active_backing: None,
+        },
     };
     if let Some(a) = active {
         vn.backing[a].state = BackingState::Active;
     }
+    vn.told_link = vn.link();
     Ok(vn)
 }

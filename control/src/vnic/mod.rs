@@ -45,6 +45,8 @@ pub(crate) struct Backing {
     /// Since when it has been usable without interruption (for the fail-back hold-down).
     pub(crate) healthy_since: Option<Instant>,
     pub(crate) last_failure: Option<String>,
+    /// Why it could not be opened or started, when that is why it is failed.
+    pub(crate) bring_up_error: Option<vnic_dataplane::Error>,
     /// When to try restarting a failed port next (a memif client redials this way).
     pub(crate) next_redial: Instant,
     /// Its link has been up at least once (before that it is still connecting, not failed).
@@ -136,4 +138,16 @@ pub(crate) struct Vnic {
     pub(crate) stats_base: VnicStats,
     /// Out of every table while it moves between data cores.
     pub(crate) parked: bool,
+    /// The link last queued for clients as an event (see `Appliance::note_links`).
+    pub(crate) told_link: LinkState,
+}
+
+impl Vnic {
+    /// The link as the vNIC's client sees it: up when its active device is usable.
+    pub(crate) fn link(&self) -> LinkState {
+        LinkState {
+            up: self.active.is_some_and(|a| self.backing[a].usable()),
+            active_backing: self.active.map(|a| self.backing[a].cfg.name.clone()),
+        }
+    }
 }

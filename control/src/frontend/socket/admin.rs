@@ -1,0 +1,213 @@
+//! The admin socket's requests: status, stats, show, detach, failover, backing devices, reloads
+//! and config.
+use super::session::attach_code;
+use super::{event_body, Server, Session};
+use crate::appliance::{Appliance, FailoverError, Owner};
+use crate::config;
+use crate::proto::{self, Code, Op, ProtoError, Request};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub(crate) fn failover_error(e: FailoverError) -> ProtoError {
+    let code = match &e {
+        FailoverError::UnknownVnic(_) => Code::UnknownVnic,
+        FailoverError::UnknownBacking { .. } => Code::UnknownBacking,
+        FailoverError::NoStandby(_) | FailoverError::LastDevice(_) => Code::NoStandby,
+        FailoverError::NotOperational(_) | FailoverError::AlreadyActive(_) => Code::NotOperational,
+        FailoverError::Publish(_) => Code::Internal,
+    };
+    ProtoError::new(code, e.to_string())
+}
+
+impl Server {
+    pub(crate) fn admin(
+        &mut self,
+        app: &mut Appliance,
+        req: &Request,
+    ) -> Result<(&'static str, Value), ProtoError> {
+        let st = app.status();
+        let vnics =
+            |st: &crate::appliance::Status| serde_json::to_value(&st.vnics).unwrap_or(Value::Null);
+        match &req.op {
+            Op::Status => Ok((
+                "STATUS",
+                json!({"generation": st.generation, "config_generation": st.config_generation, "vnics": vnics(&st)}),
+            )),
+            Op::Stats => Ok(("STATS", serde_json::to_value(&st).unwrap_or(Value::Null))),
+            Op::Show(a) => st
+                .vnics
+                .iter()
+                .find(|v| v.name == a.vnic)
+                .map(|v| ("SHOW", json!({"vnic": v})))
+                .ok_or_else(|| {
+                    ProtoError::new(Code::UnknownVnic, format!("unknown vNIC {:?}", a.vnic))
+                }),
+            Op::AdminFailover(f) => {
+                let ev = app
+                    .failover(&f.vnic, f.to.as_deref(), "requested by the administrator")
+                    .map_err(failover_error)?;
+                Ok(("FAILOVER", event_body(&ev)))
+            }
+            Op::Reload(f) => {
+                let r = self.reload(app, f.path.as_deref().map(Path::new), "admin")?;
+                Ok(("RELOADED", serde_json::to_value(r).unwrap_or(Value::Null)))
+            }
+            Op::ConfigShow => Ok((
+                "CONFIG",
+                json!({"generation": app.config_generation(), "config": app.config().raw, "history": app.reloads()}),
+            )),
+            Op::ConfigDiff(f) => {
+                let path = self.config_file(f.path.as_deref().map(Path::new))?;
+                let cfg = config::load(&path).map_err(|e| {
+                    ProtoError::new(Code::InvalidConfig, format!("{}:\n{e}", path.display()))
+                })?;
+                let steps = app
+                    .plan_reload(&cfg)
+                    .map_err(|e| ProtoError::new(Code::InvalidConfig, e.to_string()))?;
+                Ok((
+                    "CONFIG_DIFF",
+                    json!({"path": path, "steps": steps.iter().map(|s| s.to_string()).collect::<Vec<_>>()}),
+                ))
+            }
+            Op::AdminRemove(r) => {
+                let ev = app
+                    .remove_backing(&r.vnic, &r.backing)
+                    .map_err(failover_error)?;
+                let body = json!({"vnic": r.vnic, "backing": r.backing, "removed": true, "failover": ev.as_ref().map(event_body)});
+                Ok(("REMOVE_BACKING", body))
+            }
+            Op::AdminAuto(a) => {
+                app.set_auto_failback(&a.vnic, a.enabled)
+                    .map_err(failover_error)?;
+                Ok((
+                    "AUTO_FAILBACK",
+                    json!({"vnic": a.vnic, "enabled": a.enabled}),
+                ))
+            }
+            Op::AdminBacking(b) => {
+                let ev = app
+                    .set_backing_enabled(&b.vnic, &b.backing, b.enabled, b.force)
+                    .map_err(failover_error)?;
+                let body = json!({"vnic": b.vnic, "backing": b.backing, "enabled": b.enabled, "failover": ev.as_ref().map(event_body)});
+                Ok(("BACKING", body))
+            }
+            Op::AdminDetach(a) => {
+                let (_, owner, _) = app
+                    .vnic_epoch(&a.vnic)
+                    .map_err(|e| ProtoError::new(Code::UnknownVnic, e.to_string()))?;
+                let session = match owner {
+                    None => {
+                        return Err(ProtoError::new(
+                            Code::NotAttached,
+                            format!("vNIC {:?} is not attached", a.vnic),
+                        ))
+                    }
+                    Some(Owner::Inline) => None,
+                    Some(Owner::Client { session, .. }) => Some(session),
+                };
+                let drained =
+                    self.force_detach(app, &a.vnic, session, "detached by the administrator")?;
+                Ok(("DETACHED", json!({"vnic": a.vnic, "drained": drained})))
+            }
+            _ => Err(ProtoError::new(
+                Code::UnknownOp,
+                "control op on the admin socket",
+            )),
+        }
+    }
+
+    /// Tell the client (if any), close its session, then detach and drain.
+    pub(crate) fn force_detach(
+        &mut self,
+        app: &mut Appliance,
+        vnic: &str,
+        session: Option<u64>,
+        why: &str,
+    ) -> Result<usize, ProtoError> {
+        if let Some(s) = session {
+            let epoch = app.vnic_epoch(vnic).map(|e| e.0).unwrap_or(0);
+            self.send(
+                s,
+                &proto::reply("DETACHED", 0, epoch + 1, json!({"reason": why})),
+            );
+            if let Some(c) = self.conns.remove(&s) {
+                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let drained = app
+            .detach(vnic)
+            .map_err(|e| ProtoError::new(attach_code(&e), e.to_string()))?;
+        tracing::warn!(vnic, drained, "{why}");
+        Ok(drained)
+    }
+
+    /// The file a reload reads: `path`, or the one vnicd was started with.
+    pub(crate) fn config_file(&self, path: Option<&Path>) -> Result<PathBuf, ProtoError> {
+        match (path, &self.config_path) {
+            (Some(p), _) => Ok(p.to_path_buf()),
+            (None, Some(p)) => Ok(p.clone()),
+            (None, None) => Err(ProtoError::new(
+                Code::InvalidConfig,
+                "vnicd runs the embedded config: name a config file to reload",
+            )),
+        }
+    }
+
+    /// Reload: parse and validate the file, prepare every new resource, tell and detach the
+    /// clients of vNICs that go away or are recreated (`CONFIG_CHANGED`), commit. On any error
+    /// nothing changes.
+    pub fn reload(
+        &mut self,
+        app: &mut Appliance,
+        path: Option<&Path>,
+        source: &str,
+    ) -> Result<crate::reload::Reload, ProtoError> {
+        let started = Instant::now();
+        let path = self.config_file(path)?;
+        let src = format!("{source} ({})", path.display());
+        let cfg = match config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                let err = crate::appliance::ReloadError::Config(e);
+                app.record_failed_reload(&src, &err, started);
+                return Err(ProtoError::new(
+                    Code::InvalidConfig,
+                    format!("{}: {err}", path.display()),
+                ));
+            }
+        };
+        let prepared = match app.prepare_reload(cfg) {
+            Ok(p) => p,
+            Err(err) => {
+                app.record_failed_reload(&src, &err, started);
+                let code = match err {
+                    crate::appliance::ReloadError::Config(_) => Code::InvalidConfig,
+                    _ => Code::ReloadFailed,
+                };
+                return Err(ProtoError::new(code, err.to_string()));
+            }
+        };
+        for vnic in prepared.affected() {
+            let ids: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| matches!(&c.session, Session::Hello { vnic: v } if *v == vnic))
+                .map(|(i, _)| *i)
+                .collect();
+            for id in ids {
+                let epoch = app.vnic_epoch(&vnic).map(|e| e.0).unwrap_or(0);
+                self.send(id, &proto::reply("CONFIG_CHANGED", 0, epoch, json!({"vnic": vnic, "reason": "the vNIC was removed or recreated by a config reload: attach again"})));
+                self.close(app, id, "config reload");
+            }
+        }
+        let r = app
+            .commit_reload(prepared, &src)
+            .map_err(|e| ProtoError::new(Code::ReloadFailed, e.to_string()))?;
+        let raw = &app.config().raw;
+        self.heartbeat = Duration::from_millis(raw.heartbeat_timeout_ms as u64);
+        self.admin_uids = raw.admin_uids.clone();
+        tracing::info!(generation = r.generation, steps = ?r.steps, took_us = r.took_us, "config reloaded");
+        Ok(r)
+    }
+}

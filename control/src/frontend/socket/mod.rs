@@ -1,0 +1,306 @@
+//! The control thread's sockets: the client control socket (login, queue setup, heartbeats) and
+//! the admin socket. Connection threads only read and frame lines (`transport`); every decision
+//! and every change to the appliance happens on the control thread, in [`Server::poll`], so the
+//! appliance needs no lock. Pushes come from the appliance's event queue ([`Server::deliver`]).
+mod admin;
+mod session;
+mod transport;
+
+pub use transport::{Creds, ServerError};
+
+use crate::appliance::{Appliance, Event};
+use crate::config::{self, Config};
+use crate::proto::{self, Code, ProtoError};
+use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use transport::{acceptor, bind, ConnEvent, Kind};
+
+/// What a session has said so far. Whether it is attached is the appliance's to say: the vNIC's
+/// owner names the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Session {
+    New,
+    Hello { vnic: String },
+}
+
+/// A session as the request handlers see it: the recorded step plus the model's attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum View {
+    New,
+    Hello { vnic: String },
+    Attached { vnic: String },
+}
+
+pub(crate) struct Conn {
+    kind: Kind,
+    stream: UnixStream,
+    creds: Creds,
+    session: Session,
+    last_seen: Instant,
+}
+
+/// The control and admin sockets.
+pub struct Server {
+    events: Receiver<ConnEvent>,
+    conns: HashMap<u64, Conn>,
+    heartbeat: Duration,
+    admin_uids: Vec<u32>,
+    paths: Vec<PathBuf>,
+    next_server_heartbeat: Instant,
+    /// The config file vnicd runs (for reloads without a file).
+    config_path: Option<PathBuf>,
+}
+
+pub(crate) fn event_body(e: &Event) -> Value {
+    match e {
+        Event::Failover {
+            vnic,
+            from,
+            to,
+            reason,
+        } => json!({"vnic": vnic, "from": from, "to": to, "reason": reason}),
+        Event::Link { link, .. } => json!({"up": link.up, "active_backing": link.active_backing}),
+    }
+}
+
+impl Server {
+    /// Bind both sockets and start accepting.
+    pub fn start(cfg: &Config) -> Result<Server, ServerError> {
+        let r = &cfg.raw;
+        let mode = config::parse_mode(&r.control_socket_mode).unwrap_or(0o660);
+        let ctl = bind(&r.control_socket, mode, r.control_socket_gid)?;
+        let adm = bind(&r.admin_socket, 0o600, None)?;
+        let (tx, rx) = unbounded();
+        for (l, kind, base) in [(ctl, Kind::Control, 0u64), (adm, Kind::Admin, 1u64 << 62)] {
+            let tx = tx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("vnic-accept-{kind:?}").to_lowercase())
+                .spawn(move || acceptor(l, kind, tx, base));
+        }
+        Ok(Server {
+            events: rx,
+            conns: HashMap::new(),
+            heartbeat: Duration::from_millis(r.heartbeat_timeout_ms as u64),
+            admin_uids: r.admin_uids.clone(),
+            paths: vec![r.control_socket.clone(), r.admin_socket.clone()],
+            next_server_heartbeat: Instant::now(),
+            config_path: None,
+        })
+    }
+
+    /// Handle requests for up to `wait`. Call it in a loop on the control thread (see
+    /// [`crate::mainloop`]), with [`Server::deliver`] and [`Server::periodic`] after it.
+    pub fn poll(&mut self, app: &mut Appliance, wait: Duration) {
+        let end = Instant::now() + wait;
+        loop {
+            // Health checks must run even while requests keep coming: stop at the deadline.
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.events.recv_timeout(left) {
+                Ok(ev) => self.event(app, ev),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(left);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Tell each vNIC's attached client what the appliance's event queue says: FAILOVER and LINK
+    /// pushes (id 0), in the order they happened.
+    pub fn deliver(&mut self, app: &Appliance, events: &[Event]) {
+        for ev in events {
+            let (vnic, op) = match ev {
+                Event::Failover { vnic, .. } => (vnic, "FAILOVER"),
+                Event::Link { vnic, .. } => (vnic, "LINK"),
+            };
+            let Some(id) = app.client_session(vnic) else {
+                continue;
+            };
+            let epoch = app.vnic_epoch(vnic).map(|e| e.0).unwrap_or(0);
+            self.send(id, &proto::reply(op, 0, epoch, event_body(ev)));
+        }
+    }
+
+    /// The session as the handlers see it.
+    pub(crate) fn view(&self, app: &Appliance, id: u64) -> View {
+        match self.conns.get(&id).map(|c| &c.session) {
+            None | Some(Session::New) => View::New,
+            Some(Session::Hello { vnic }) if app.client_session(vnic) == Some(id) => {
+                View::Attached { vnic: vnic.clone() }
+            }
+            Some(Session::Hello { vnic }) => View::Hello { vnic: vnic.clone() },
+        }
+    }
+
+    pub(crate) fn send(&mut self, id: u64, msg: &Value) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let mut line = msg.to_string();
+        line.push('\n');
+        if c.stream.write_all(line.as_bytes()).is_err() {
+            // Treated like a closed socket at the next periodic check.
+            c.last_seen = Instant::now() - Duration::from_secs(3600);
+        }
+    }
+
+    pub(crate) fn event(&mut self, app: &mut Appliance, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Accepted {
+                id,
+                kind,
+                stream,
+                creds,
+            } => {
+                tracing::debug!(id, ?kind, ?creds, "connection");
+                self.conns.insert(
+                    id,
+                    Conn {
+                        kind,
+                        stream,
+                        creds,
+                        session: Session::New,
+                        last_seen: Instant::now(),
+                    },
+                );
+                if kind == Kind::Admin && !self.admin_uids.contains(&creds.uid) {
+                    let e = ProtoError::new(
+                        Code::NotAuthorized,
+                        format!("uid {} may not use the admin socket", creds.uid),
+                    );
+                    self.send(id, &proto::error(0, 0, &e));
+                    self.close(app, id, "admin credentials");
+                }
+            }
+            ConnEvent::Closed { id } => self.close(app, id, "socket closed"),
+            ConnEvent::TooLarge { id, len } => {
+                let epoch = self.epoch_of(app, id);
+                let e = ProtoError::new(
+                    Code::TooLarge,
+                    format!("message of {len} bytes, at most {}", proto::MAX_MESSAGE),
+                );
+                self.send(id, &proto::error(0, epoch, &e));
+            }
+            ConnEvent::Line { id, line } => {
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                c.last_seen = Instant::now();
+                let admin = c.kind == Kind::Admin;
+                match proto::parse(&line, admin) {
+                    Err((rid, e)) => {
+                        let epoch = self.epoch_of(app, id);
+                        self.send(id, &proto::error(rid, epoch, &e));
+                    }
+                    Ok(req) => {
+                        let out = if admin {
+                            self.admin(app, &req)
+                        } else {
+                            self.control(app, id, &req)
+                        };
+                        let epoch = self.epoch_of(app, id);
+                        let msg = match out {
+                            Ok((op, body)) => proto::reply(op, req.id, epoch, body),
+                            Err(e) => proto::error(req.id, epoch, &e),
+                        };
+                        self.send(id, &msg);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn vnic_of(&self, id: u64) -> Option<&str> {
+        match &self.conns.get(&id)?.session {
+            Session::Hello { vnic } => Some(vnic),
+            Session::New => None,
+        }
+    }
+
+    pub(crate) fn epoch_of(&self, app: &Appliance, id: u64) -> u64 {
+        self.vnic_of(id)
+            .and_then(|v| app.vnic_epoch(v).ok())
+            .map(|e| e.0)
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn close(&mut self, app: &mut Appliance, id: u64, why: &str) {
+        let view = self.view(app, id);
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        if let View::Attached { vnic } = view {
+            match app.detach(&vnic) {
+                Ok(drained) => tracing::warn!(
+                    vnic,
+                    pid = c.creds.pid,
+                    drained,
+                    "client gone ({why}): detached"
+                ),
+                Err(e) => tracing::error!(vnic, "client gone ({why}) but detach failed: {e}"),
+            }
+        }
+    }
+
+    /// Heartbeat deadlines (silent clients are detached) and vnicd's own heartbeats.
+    pub fn periodic(&mut self, app: &mut Appliance) {
+        let now = Instant::now();
+        // Clients silent past the deadline are detached (their rings drained, mbufs returned).
+        let dead: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.kind == Kind::Control && now.duration_since(c.last_seen) > self.heartbeat
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            let epoch = self.epoch_of(app, id);
+            let e = ProtoError::new(Code::Internal, "heartbeat missed: session closed");
+            self.send(id, &proto::error(0, epoch, &e));
+            self.close(app, id, "heartbeat missed");
+        }
+        // Our heartbeats, so clients can tell a live server from a dead one.
+        if now >= self.next_server_heartbeat {
+            self.next_server_heartbeat = now + self.heartbeat / 3;
+            let ids: Vec<u64> = self
+                .conns
+                .keys()
+                .copied()
+                .filter(|&id| matches!(self.view(app, id), View::Attached { .. }))
+                .collect();
+            for id in ids {
+                let epoch = self.epoch_of(app, id);
+                self.send(id, &proto::reply("HEARTBEAT", 0, epoch, json!({})));
+            }
+        }
+    }
+
+    /// Remember the config file (SIGHUP and `vnicctl reload` without a file re-read it).
+    pub fn set_config_path(&mut self, p: PathBuf) {
+        self.config_path = Some(p);
+    }
+
+    /// Sessions open now (control and admin).
+    pub fn sessions(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
