@@ -111,11 +111,40 @@ enum Sub {
     Compare { a: PathBuf, b: PathBuf },
 }
 
+/// A results file: JSON, or gzip-compressed JSON (the raw per-round data, and whole older
+/// runs compressed to keep the repository small).
+fn read_results(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut text)
+            .map_err(|e| format!("not gzip: {e}"))?;
+        serde_json::from_slice(&text).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Write the raw per-round line-rate data beside the summary, compressed.
+fn write_rounds(summary: &Path, rounds: &serde_json::Value) -> Res<PathBuf> {
+    let name = summary
+        .file_stem()
+        .map(|s| format!("{}.rounds.json.gz", s.to_string_lossy()))
+        .unwrap_or_else(|| "rounds.json.gz".into());
+    let path = summary.with_file_name(name);
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&path)?,
+        flate2::Compression::best(),
+    );
+    std::io::Write::write_all(&mut gz, serde_json::to_string(rounds)?.as_bytes())?;
+    gz.finish()?;
+    Ok(path)
+}
+
 /// Print what changed between two result files, figure by figure.
 fn compare(a: &Path, b: &Path) -> Res<()> {
     let load = |p: &Path| -> Res<serde_json::Value> {
-        let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        Ok(serde_json::from_str(&t).map_err(|e| format!("{}: {e}", p.display()))?)
+        let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(read_results(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
     };
     let (ja, jb) = (load(a)?, load(b)?);
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
@@ -1120,7 +1149,7 @@ fn run(args: Args) -> Res<()> {
                  "final_seconds": plan.final_seconds, "latency_seconds": plan.latency_seconds,
                  "warmup": plan.warmup, "precision": plan.precision},
         "ovs_skipped": ovs_skipped,
-        "line_rate": {"summary": topo_json, "rounds": topo_rounds},
+        "line_rate": {"summary": topo_json},
         "goals": goals,
         "trials": trials, "summary": summaries,
         "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "scale": scale_json,
@@ -1139,6 +1168,15 @@ fn run(args: Args) -> Res<()> {
     });
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;
+    }
+    // Summary figures in plain JSON (diffable, small); every trial of every round compressed
+    // beside it (`vnic-bench compare` reads either).
+    let mut out = out;
+    if !topo_rounds.is_empty() {
+        let rounds = write_rounds(&path, &serde_json::json!(topo_rounds))?;
+        out["line_rate"]["rounds_file"] = serde_json::json!(rounds
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()));
     }
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
     let plots = write_plots(&path, &topo_rounds, &plan, &scale_rows);

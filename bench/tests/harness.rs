@@ -296,3 +296,39 @@ fn a_missing_peer_program_is_named_before_anything_starts() {
     let _ = other.wait();
     let _ = std::fs::remove_dir_all(&fake);
 }
+
+#[test]
+fn compare_reads_plain_and_compressed_results() {
+    let dir = std::env::temp_dir().join(format!("vnic-bench-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |mpps: f64| {
+        serde_json::json!({"summary": [{"scenario": "memif", "dut": "vnicd-lcore", "median_mpps": mpps}]})
+            .to_string()
+    };
+    let a = dir.join("a.json");
+    std::fs::write(&a, run(10.0)).unwrap();
+    let b = dir.join("b.json.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&b).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(&mut gz, run(12.5).as_bytes()).unwrap();
+    gz.finish().unwrap();
+    let out = Command::new(bench_bin())
+        .arg("compare")
+        .args([&a, &b])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("| memif vnicd-lcore median_mpps | 10.000 | 12.500 | +25.0 % |"),
+        "{text}"
+    );
+    // Not JSON, not gzip: named.
+    std::fs::write(&a, b"\x1f\x8bnope").unwrap();
+    let out = Command::new(bench_bin()).arg("compare").args([&a, &b]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a.json: not gzip"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
