@@ -131,10 +131,8 @@ fn write_rounds(summary: &Path, rounds: &serde_json::Value) -> Res<PathBuf> {
         .map(|s| format!("{}.rounds.json.gz", s.to_string_lossy()))
         .unwrap_or_else(|| "rounds.json.gz".into());
     let path = summary.with_file_name(name);
-    let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(&path)?,
-        flate2::Compression::best(),
-    );
+    let mut gz =
+        flate2::write::GzEncoder::new(std::fs::File::create(&path)?, flate2::Compression::best());
     std::io::Write::write_all(&mut gz, serde_json::to_string(rounds)?.as_bytes())?;
     gz.finish()?;
     Ok(path)
@@ -1174,9 +1172,8 @@ fn run(args: Args) -> Res<()> {
     let mut out = out;
     if !topo_rounds.is_empty() {
         let rounds = write_rounds(&path, &serde_json::json!(topo_rounds))?;
-        out["line_rate"]["rounds_file"] = serde_json::json!(rounds
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned()));
+        out["line_rate"]["rounds_file"] =
+            serde_json::json!(rounds.file_name().map(|n| n.to_string_lossy().into_owned()));
     }
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
     let plots = write_plots(&path, &topo_rounds, &plan, &scale_rows);

@@ -320,14 +320,22 @@ fn compare_reads_plain_and_compressed_results() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains("| memif vnicd-lcore median_mpps | 10.000 | 12.500 | +25.0 % |"),
         "{text}"
     );
     // Not JSON, not gzip: named.
     std::fs::write(&a, b"\x1f\x8bnope").unwrap();
-    let out = Command::new(bench_bin()).arg("compare").args([&a, &b]).output().unwrap();
+    let out = Command::new(bench_bin())
+        .arg("compare")
+        .args([&a, &b])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("a.json: not gzip"));
     let _ = std::fs::remove_dir_all(&dir);

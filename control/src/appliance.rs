@@ -160,7 +160,8 @@ impl Appliance {
         let huge = opts
             .host_hugepages
             .unwrap_or_else(eal::host_hugepages_usable);
-        let eal_opts = config::eal_options(&config, huge)?;
+        crate::eal_options::check_build_limits(&config)?;
+        let eal_opts = crate::eal_options::eal_options(&config, huge)?;
         let eal = Eal::init(&eal::eal_args(&eal_opts)).map_err(StartError::Eal)?;
         let mut app = Appliance {
             cores: Vec::new(),

@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
-use vnic_dataplane::{EalOptions, Memory};
 
 /// Most backing devices per vNIC (PowerVM's limit).
 pub const MAX_BACKING: usize = 6;
@@ -47,7 +46,8 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl ConfigErrors {
-    fn one(path: impl Into<String>, msg: impl Into<String>) -> Self {
+    /// A single error.
+    pub fn one(path: impl Into<String>, msg: impl Into<String>) -> Self {
         ConfigErrors(vec![ConfigError {
             path: path.into(),
             msg: msg.into(),
@@ -727,16 +727,6 @@ impl RawConfig {
                 }
             }
         }
-        let devices: usize = self.vnics.iter().map(|v| v.backing.len()).sum();
-        if devices > vnic_dataplane::MAX_PORTS as usize {
-            err(
-                "vnics".into(),
-                format!(
-                    "{devices} backing devices in all, but this DPDK build supports at most {} ports (RTE_MAX_ETHPORTS)",
-                    vnic_dataplane::MAX_PORTS
-                ),
-            );
-        }
         if errs.is_empty() {
             Ok(Config {
                 raw: self,
@@ -747,46 +737,6 @@ impl RawConfig {
             Err(ConfigErrors(errs))
         }
     }
-}
-
-/// Map a validated config to EAL options. Pure: whether the host has hugepages is an input.
-pub fn eal_options(cfg: &Config, host_has_hugepages: bool) -> Result<EalOptions, ConfigErrors> {
-    let e = &cfg.raw.eal;
-    let huge = match e.hugepages {
-        Hugepages::On if !host_has_hugepages => {
-            return Err(ConfigErrors::one(
-                "eal.hugepages",
-                "\"on\" but the host has no free hugepages on a mounted hugetlbfs",
-            ))
-        }
-        Hugepages::On => true,
-        Hugepages::Off => false,
-        Hugepages::Auto => host_has_hugepages,
-    };
-    let memory = match (huge, &e.file_prefix) {
-        (true, Some(p)) => Memory::HugeShared {
-            file_prefix: p.clone(),
-        },
-        (true, None) => Memory::HugeInMemory,
-        (false, _) => Memory::NoHuge,
-    };
-    let pci_allow = cfg
-        .vnics()
-        .iter()
-        .flat_map(|v| v.backing.iter())
-        .filter(|b| vnic_dataplane::port::is_pci_address(&b.devargs))
-        .map(|b| b.devargs.clone())
-        .collect();
-    Ok(EalOptions {
-        program: "vnicd".into(),
-        cores: e.cores.clone(),
-        main_core: e.main_core,
-        memory_mb: e.memory_mb,
-        memory,
-        pci_allow,
-        log_level: e.log_level,
-        extra: e.extra_args.clone(),
-    })
 }
 
 /// The embedded default config (`configs/demo.json`).

@@ -10,6 +10,7 @@ pub mod appliance;
 pub mod arbiter;
 pub mod client;
 pub mod config;
+pub mod eal_options;
 pub mod frontend;
 mod health;
 pub mod mainloop;

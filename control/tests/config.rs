@@ -1,5 +1,6 @@
 //! Config parsing and validation: good configs pass; each bad input is rejected with its JSON path.
-use vnic_control::config::{self, eal_options, parse, ConfigErrors};
+use vnic_control::config::{self, parse, ConfigErrors};
+use vnic_control::eal_options::eal_options;
 use vnic_dataplane::Memory;
 
 fn base() -> serde_json::Value {

@@ -57,7 +57,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
 
     if let Some(p) = &args.check_config {
-        return match config::load(p) {
+        let checked = config::load(p)
+            .and_then(|c| vnic_control::eal_options::check_build_limits(&c).map(|()| c));
+        return match checked {
             Ok(c) => {
                 println!(
                     "{}: valid ({} vNICs, {} backing devices, {} data cores)",
