@@ -1,7 +1,7 @@
 //! Health checks on their own tick: link state of every started device, tx progress of the
 //! active one, restarts of failed memif clients, the arbiter's decisions, peer announcements.
 use crate::appliance::Appliance;
-use crate::arbiter::{self, Candidate, Decision, Reason};
+use crate::arbiter::{self, Decision, Reason};
 use crate::vnic::BackingState;
 use std::time::{Duration, Instant};
 
@@ -106,15 +106,7 @@ impl Appliance {
             {
                 v.failbacks.pop_front();
             }
-            let cands: Vec<Candidate> = v
-                .backing
-                .iter()
-                .map(|b| Candidate {
-                    priority: b.cfg.priority,
-                    usable: b.usable(),
-                    healthy_since: b.healthy_since,
-                })
-                .collect();
+            let cands = v.candidates();
             let decision = arbiter::decide(
                 &cands,
                 v.active,

@@ -1,7 +1,7 @@
 //! Switching a vNIC's active backing device: after a failure (from health checks), planned by
 //! the administrator or the client, on disable or hot removal. A switch is a table swap.
 use crate::appliance::{Appliance, Event};
-use crate::arbiter::{self, Candidate, Reason, SwitchRecord};
+use crate::arbiter::{self, Reason, SwitchRecord};
 use crate::publish::PublishError;
 use crate::vnic::BackingState;
 use std::time::{Duration, Instant};
@@ -219,16 +219,8 @@ impl Appliance {
             }
             None => {
                 let v = &self.vnics[i];
-                let c: Vec<Candidate> = v
-                    .backing
-                    .iter()
-                    .map(|b| Candidate {
-                        priority: b.cfg.priority,
-                        usable: b.usable(),
-                        healthy_since: b.healthy_since,
-                    })
-                    .collect();
-                arbiter::best(&c, v.active).ok_or_else(|| FailoverError::NoStandby(vnic.into()))?
+                arbiter::best(&v.candidates(), v.active)
+                    .ok_or_else(|| FailoverError::NoStandby(vnic.into()))?
             }
         };
         self.switch(i, target, Reason::Planned(why.into()), 0)

@@ -1,6 +1,7 @@
 //! The appliance's one event stream, and failures that must be reported as failures: a switch or
 //! a reload whose table a data core does not take.
-use std::process::Command;
+mod common;
+use common::ip_link;
 use std::time::{Duration, Instant};
 use vnic_control::appliance::{Appliance, BackingState, Event, LinkState, StartOptions};
 use vnic_control::config;
@@ -18,15 +19,6 @@ fn cfg(backing: serde_json::Value, hold_down_ms: u32) -> config::Config {
         .to_string(),
     )
     .unwrap()
-}
-
-fn ip_link(iface: &str, state: &str) {
-    let ok = Command::new("ip")
-        .args(["link", "set", iface, state])
-        .status()
-        .expect("ip")
-        .success();
-    assert!(ok, "ip link set {iface} {state}");
 }
 
 /// Run health ticks until `want` events arrived (or fail after 10 s).

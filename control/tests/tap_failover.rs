@@ -1,18 +1,9 @@
 //! Failover on link loss of a `net_tap` backing device, with the link really taken down by
 //! `ip link set … down`, and a flapping link held in check by the flap limit.
 mod common;
+use common::ip_link;
 use serde_json::json;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn ip_link(iface: &str, state: &str) {
-    let ok = Command::new("ip")
-        .args(["link", "set", iface, state])
-        .status()
-        .expect("ip")
-        .success();
-    assert!(ok, "ip link set {iface} {state}");
-}
 
 /// vnic0: `a` = net_tap (priority 10), `b` = net_null (priority 20, always up).
 fn start(iface: &str, hold_down_ms: u32, flap_limit: u32) -> common::Fx {

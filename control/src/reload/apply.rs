@@ -94,6 +94,16 @@ impl PreparedReload {
     }
 }
 
+impl StepError {
+    fn missing(what: &'static str, name: &str, config: &'static str) -> StepError {
+        StepError::Missing {
+            what,
+            name: name.into(),
+            config,
+        }
+    }
+}
+
 impl Appliance {
     /// The reload history.
     pub fn reloads(&self) -> Vec<Reload> {
@@ -136,13 +146,7 @@ impl Appliance {
                         .vnics
                         .iter()
                         .position(|v| &v.name == vnic)
-                        .ok_or_else(|| {
-                            fail(StepError::Missing {
-                                what: "vNIC",
-                                name: vnic.clone(),
-                                config: "new",
-                            })
-                        })?;
+                        .ok_or_else(|| fail(StepError::missing("vNIC", vnic, "new")))?;
                     let vc = &new.raw.vnics[i];
                     let core_idx = new
                         .data_cores()
@@ -168,31 +172,19 @@ impl Appliance {
                         .vnics
                         .iter()
                         .find(|v| &v.name == vnic)
-                        .ok_or_else(|| {
-                            fail(StepError::Missing {
-                                what: "vNIC",
-                                name: vnic.clone(),
-                                config: "new",
-                            })
-                        })?;
+                        .ok_or_else(|| fail(StepError::missing("vNIC", vnic, "new")))?;
                     let bc = vc
                         .backing
                         .iter()
                         .find(|b| &b.name == backing)
                         .ok_or_else(|| {
-                            fail(StepError::Missing {
-                                what: "backing device",
-                                name: backing.clone(),
-                                config: "new",
-                            })
+                            fail(StepError::missing("backing device", backing, "new"))
                         })?;
-                    let running = self.vnics.iter().find(|v| &v.name == vnic).ok_or_else(|| {
-                        fail(StepError::Missing {
-                            what: "vNIC",
-                            name: vnic.clone(),
-                            config: "running",
-                        })
-                    })?;
+                    let running = self
+                        .vnics
+                        .iter()
+                        .find(|v| &v.name == vnic)
+                        .ok_or_else(|| fail(StepError::missing("vNIC", vnic, "running")))?;
                     let b = build_backing(vnic, bc, &port_config(vc), &running.pool, running.mac);
                     if b.port.is_none() {
                         return Err(fail(backing_error(&b)));
@@ -422,11 +414,7 @@ impl Appliance {
             .vnics
             .iter()
             .position(|v| v.name == name)
-            .ok_or_else(|| StepError::Missing {
-                what: "vNIC",
-                name: name.into(),
-                config: "new",
-            })?;
+            .ok_or_else(|| StepError::missing("vNIC", name, "new"))?;
         let vc = &cfg.raw.vnics[i];
         let core_idx = cfg
             .data_cores()

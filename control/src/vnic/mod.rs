@@ -143,6 +143,18 @@ pub(crate) struct Vnic {
 }
 
 impl Vnic {
+    /// Its backing devices as the arbiter sees them.
+    pub(crate) fn candidates(&self) -> Vec<crate::arbiter::Candidate> {
+        self.backing
+            .iter()
+            .map(|b| crate::arbiter::Candidate {
+                priority: b.cfg.priority,
+                usable: b.usable(),
+                healthy_since: b.healthy_since,
+            })
+            .collect()
+    }
+
     /// The link as the vNIC's client sees it: up when its active device is usable.
     pub(crate) fn link(&self) -> LinkState {
         LinkState {

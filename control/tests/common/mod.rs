@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 use vnic_control::client::Client;
 use vnic_control::config;
@@ -79,4 +80,14 @@ pub fn run(cmd: &mut std::process::Command) -> (i32, String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// `ip link set IFACE up|down`: a real link change on a tap device.
+pub fn ip_link(iface: &str, state: &str) {
+    let ok = Command::new("ip")
+        .args(["link", "set", iface, state])
+        .status()
+        .expect("ip")
+        .success();
+    assert!(ok, "ip link set {iface} {state}");
 }
