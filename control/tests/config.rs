@@ -1,6 +1,6 @@
 //! Config parsing and validation: good configs pass; each bad input is rejected with its JSON path.
 use vnic_control::config::{self, parse, ConfigErrors};
-use vnic_control::eal_options::eal_options;
+use vnic_control::eal_options::{check_build_limits, eal_options};
 use vnic_dataplane::Memory;
 
 fn base() -> serde_json::Value {
@@ -19,7 +19,10 @@ fn base() -> serde_json::Value {
 }
 
 fn errs(v: serde_json::Value) -> ConfigErrors {
-    parse(&v.to_string()).expect_err("must be rejected")
+    // Everything `vnicd --check-config` checks: the config, then this DPDK build's limits.
+    parse(&v.to_string())
+        .and_then(|c| check_build_limits(&c).map(|()| c))
+        .expect_err("must be rejected")
 }
 
 fn assert_err(e: &ConfigErrors, path: &str, needle: &str) {
