@@ -1,8 +1,10 @@
 //! Summaries of the line-rate topologies across rounds: medians with min/max, per-round ratios
 //! against the baselines, Markdown tables and the goals stated as met or not.
 use crate::median;
-use crate::topo::{Topo, TopoRound};
+use crate::topo::{self, Topo, TopoRound};
+use crate::{plots, scalebench, Res};
 use serde::Serialize;
+use std::path::Path;
 
 /// Median, min and max of a metric over rounds.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -291,4 +293,113 @@ pub fn summarize(
     }
     let j = serde_json::json!({"mrr": json_mrr, "ndr_pdr": json_search, "latency": json_lat, "dut_core": json_cost});
     (j, md)
+}
+
+/// SVG plots beside the JSON; returns their file names.
+pub(crate) fn write_plots(
+    json: &Path,
+    rounds: &[topo::TopoRound],
+    plan: &topo::Plan,
+    scale: &[scalebench::ScaleRow],
+) -> Vec<String> {
+    let stem = json
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut made = Vec::new();
+    let mut plot = |name: &str, f: &dyn Fn(&Path) -> Res<()>| {
+        let file = format!("{stem}-{name}.svg");
+        let p = json.with_file_name(&file);
+        match f(&p) {
+            Ok(()) => made.push(file),
+            Err(e) => eprintln!("vnic-bench: plot {name}: {e}"),
+        }
+    };
+    let ts = topos(rounds);
+    let fixed: Vec<&(String, Vec<u16>)> = plan.sizes.iter().filter(|(_, s)| s.len() == 1).collect();
+    if fixed.len() > 1 {
+        let series: Vec<plots::Series> = ts
+            .iter()
+            .map(|t| plots::Series {
+                name: t.name().into(),
+                points: fixed
+                    .iter()
+                    .filter_map(|(l, s)| {
+                        let v: Vec<f64> = rounds
+                            .iter()
+                            .filter(|r| r.topo == *t)
+                            .filter_map(|r| mrr(r, l))
+                            .collect();
+                        (!v.is_empty())
+                            .then(|| (s[0] as f64, v.iter().copied().fold(0.0, f64::max)))
+                    })
+                    .collect(),
+            })
+            .collect();
+        plot("throughput-vs-size", &|p| {
+            plots::lines(
+                p,
+                "MRR vs frame size (best of the rounds)",
+                "frame bytes",
+                "Mpps",
+                &series,
+                false,
+            )
+        });
+    }
+    // Latency CDF at 50 % of NDR (or the share measured), from the first round that has it.
+    let share = plan
+        .latency_at
+        .iter()
+        .copied()
+        .find(|s| (*s - 0.5).abs() < 1e-9)
+        .or(plan.latency_at.first().copied());
+    if let Some(sh) = share {
+        let series: Vec<plots::Series> = ts
+            .iter()
+            .filter_map(|t| {
+                let l = rounds
+                    .iter()
+                    .filter(|r| r.topo == *t)
+                    .flat_map(|r| r.latency.iter())
+                    .find(|l| (l.share - sh).abs() < 1e-9 && !l.latency.cdf.is_empty())?;
+                Some(plots::Series {
+                    name: format!("{} ({:.2} Mpps)", t.name(), l.rate_fps as f64 / 1e6),
+                    points: l.latency.cdf.iter().map(|&(q, us)| (us, q)).collect(),
+                })
+            })
+            .collect();
+        if !series.is_empty() {
+            plot("latency-cdf", &|p| {
+                plots::lines(
+                    p,
+                    &format!("Round-trip latency CDF at {:.0} % of NDR, 64 B", sh * 100.0),
+                    "µs (log)",
+                    "share of frames",
+                    &series,
+                    true,
+                )
+            });
+        }
+    }
+    if scale.len() > 1 {
+        let series = vec![plots::Series {
+            name: "vnicd, one data core".into(),
+            points: scale
+                .iter()
+                .map(|r| (r.vnics as f64, r.median_mpps))
+                .collect(),
+        }];
+        plot("throughput-vs-vnics", &|p| {
+            plots::lines(
+                p,
+                "Throughput vs vNICs on one data core (net_null)",
+                "vNICs",
+                "Mpps (all vNICs)",
+                &series,
+                false,
+            )
+        });
+    }
+    made
 }
