@@ -199,12 +199,8 @@ impl Appliance {
             });
         }
         for (i, v) in cfg.vnics().iter().enumerate() {
-            let core_idx = cfg
-                .data_cores()
-                .iter()
-                .position(|d| d.core == cfg.vnic_cores[i])
-                .unwrap_or(0);
-            let vn = build_vnic(v, cfg.macs[i], core_idx, VnicSlot(i as u32), 0)?;
+            let core_idx = cfg.vnic_core_index(i);
+            let vn = build_vnic(v, cfg.mac(i), core_idx, VnicSlot(i as u32), 0)?;
             self.vnics.push(vn);
         }
         if let Some(mode) = opts.inline_client {

@@ -362,17 +362,39 @@ impl fmt::Display for MacAddr {
     }
 }
 
-/// A validated config. Only [`parse`] / [`RawConfig::validate`] make one.
+/// A validated config. Only [`parse`] / [`RawConfig::validate`] make one, so its fields are
+/// private: what validation derived (MACs, placements) cannot drift from what it checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub raw: RawConfig,
+    raw: RawConfig,
     /// Parsed MAC per vNIC (same order as `raw.vnics`).
-    pub macs: Vec<MacAddr>,
+    macs: Vec<MacAddr>,
     /// The data core of each vNIC (same order).
-    pub vnic_cores: Vec<u32>,
+    vnic_cores: Vec<u32>,
 }
 
 impl Config {
+    /// The config as written (defaults filled in).
+    pub fn raw(&self) -> &RawConfig {
+        &self.raw
+    }
+    /// vNIC `i`'s MAC.
+    pub fn mac(&self, i: usize) -> MacAddr {
+        self.macs[i]
+    }
+    /// vNIC `i`'s data core (CPU).
+    pub fn vnic_core(&self, i: usize) -> u32 {
+        self.vnic_cores[i]
+    }
+    /// vNIC `i`'s data core as an index into [`Config::data_cores`] (validation made sure it is
+    /// one of them).
+    pub fn vnic_core_index(&self, i: usize) -> usize {
+        let core = self.vnic_cores[i];
+        self.data_cores()
+            .iter()
+            .position(|d| d.core == core)
+            .unwrap_or(0)
+    }
     /// vNICs.
     pub fn vnics(&self) -> &[VnicConfig] {
         &self.raw.vnics

@@ -20,7 +20,7 @@ pub fn check_build_limits(cfg: &Config) -> Result<(), ConfigErrors> {
 
 /// Map a validated config to EAL options. Pure: whether the host has hugepages is an input.
 pub fn eal_options(cfg: &Config, host_has_hugepages: bool) -> Result<EalOptions, ConfigErrors> {
-    let e = &cfg.raw.eal;
+    let e = &cfg.raw().eal;
     let huge = match e.hugepages {
         Hugepages::On if !host_has_hugepages => {
             return Err(ConfigErrors::one(

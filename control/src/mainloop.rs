@@ -90,7 +90,7 @@ impl MainLoop {
 
     /// Start or stop watching the config file as the running config's `watch_config` says.
     fn follow_watch(&mut self) {
-        let want = self.app.config().raw.watch_config && self.config_path.is_some();
+        let want = self.app.config().raw().watch_config && self.config_path.is_some();
         if want != self.watcher.is_some() {
             self.watcher = if want {
                 watch(self.config_path.as_deref(), self.changed.clone())

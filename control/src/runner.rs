@@ -43,8 +43,8 @@ impl Running {
         opts: StartOptions,
         path: Option<PathBuf>,
     ) -> Result<Running, RunError> {
-        let control_socket = cfg.raw.control_socket.clone();
-        let admin_socket = cfg.raw.admin_socket.clone();
+        let control_socket = cfg.raw().control_socket.clone();
+        let admin_socket = cfg.raw().admin_socket.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let s2 = stop.clone();

@@ -46,9 +46,9 @@ fn a_good_config_gets_defaults() {
     let v = &c.vnics()[0];
     assert_eq!((v.mtu, v.queues, v.ring_depth), (1500, 1, 1024));
     assert_eq!(v.backing[1].priority, 50);
-    assert_eq!(c.vnic_cores, vec![1]);
-    assert_eq!(c.macs[0].to_string(), "02:00:00:00:00:01");
-    assert_eq!(c.raw.stats_interval_ms, 1000);
+    assert_eq!((c.vnics().len(), c.vnic_core(0)), (1, 1));
+    assert_eq!(c.mac(0).to_string(), "02:00:00:00:00:01");
+    assert_eq!(c.raw().stats_interval_ms, 1000);
 }
 
 #[test]

@@ -89,7 +89,7 @@ proptest! {
             "vnics": vnics,
         });
         let a = config::parse(&j.to_string()).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let text = serde_json::to_string_pretty(&a.raw).unwrap();
+        let text = serde_json::to_string_pretty(&a.raw()).unwrap();
         let b = config::parse(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(a, b);
     }

@@ -117,20 +117,20 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     }
     let mut clients = Vec::new();
     if separate {
-        let ctl = cfg.raw.control_socket.display();
+        let ctl = cfg.raw().control_socket.display();
         for v in cfg.vnics() {
             let out = vnicd::Output::ShowErrors;
             clients.push(vnicd::client(
                 &vnicd,
                 "reflect",
                 &v.name,
-                &cfg.raw.control_socket,
+                &cfg.raw().control_socket,
                 1,
                 &[],
                 out,
             )?);
         }
-        vnicd::wait_all_attached(&cfg.raw.admin_socket, &mut vd)?;
+        vnicd::wait_all_attached(&cfg.raw().admin_socket, &mut vd)?;
         println!(
             "vnic-demo: {} vnic-client reflect processes attached over {} (pids {:?})",
             clients.len(),

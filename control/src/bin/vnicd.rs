@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let interval = Duration::from_millis(cfg.raw.stats_interval_ms as u64);
+    let interval = Duration::from_millis(cfg.raw().stats_interval_ms as u64);
 
     // Signal handlers only set a flag; the main loop does the rest.
     let stop = Arc::new(AtomicBool::new(false));
@@ -142,8 +142,8 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64() * 1e3,
         first.dpdk_version,
         first.eal_args.join(" "),
-        app.config().raw.control_socket.display(),
-        app.config().raw.admin_socket.display()
+        app.config().raw().control_socket.display(),
+        app.config().raw().admin_socket.display()
     );
     for v in &first.vnics {
         let b: Vec<String> = v

@@ -142,22 +142,18 @@ impl Appliance {
             match st {
                 Step::AddVnic { vnic } => {
                     let i = new
-                        .raw
+                        .raw()
                         .vnics
                         .iter()
                         .position(|v| &v.name == vnic)
                         .ok_or_else(|| fail(StepError::missing("vNIC", vnic, "new")))?;
-                    let vc = &new.raw.vnics[i];
-                    let core_idx = new
-                        .data_cores()
-                        .iter()
-                        .position(|d| d.core == new.vnic_cores[i])
-                        .unwrap_or(0);
+                    let vc = &new.raw().vnics[i];
+                    let core_idx = new.vnic_core_index(i);
                     let slot = self
                         .free_slot(&taken)
                         .ok_or_else(|| fail(StepError::NoSlot(config::MAX_VNICS)))?;
                     self.incarnations += 1;
-                    let mut v = build_vnic(vc, new.macs[i], core_idx, slot, self.incarnations)
+                    let mut v = build_vnic(vc, new.mac(i), core_idx, slot, self.incarnations)
                         .map_err(|e| fail(e.into()))?;
                     if let Some(e) = unopened(&v) {
                         return Err(fail(e));
@@ -168,7 +164,7 @@ impl Appliance {
                 }
                 Step::AddBacking { vnic, backing } => {
                     let vc = new
-                        .raw
+                        .raw()
                         .vnics
                         .iter()
                         .find(|v| &v.name == vnic)
@@ -285,7 +281,7 @@ impl Appliance {
                 Step::UpdateVnic { vnic, .. } => {
                     let (Some(v), Some(vc)) = (
                         self.vnics.iter_mut().find(|v| &v.name == vnic),
-                        new.raw.vnics.iter().find(|v| &v.name == vnic),
+                        new.raw().vnics.iter().find(|v| &v.name == vnic),
                     ) else {
                         continue;
                     };
@@ -309,7 +305,7 @@ impl Appliance {
         }
         // Backing lists follow the config order (priority ties break on it).
         for v in &mut self.vnics {
-            if let Some(vc) = new.raw.vnics.iter().find(|c| c.name == v.name) {
+            if let Some(vc) = new.raw().vnics.iter().find(|c| c.name == v.name) {
                 let active_name = v.active.map(|a| v.backing[a].cfg.name.clone());
                 v.backing.sort_by_key(|b| {
                     vc.backing
@@ -410,22 +406,18 @@ impl Appliance {
     /// Build vNIC `name` as `cfg` describes it, put it in service (unattached).
     pub(crate) fn build_from(&mut self, cfg: &Config, name: &str) -> Result<(), StepError> {
         let i = cfg
-            .raw
+            .raw()
             .vnics
             .iter()
             .position(|v| v.name == name)
             .ok_or_else(|| StepError::missing("vNIC", name, "new"))?;
-        let vc = &cfg.raw.vnics[i];
-        let core_idx = cfg
-            .data_cores()
-            .iter()
-            .position(|d| d.core == cfg.vnic_cores[i])
-            .unwrap_or(0);
+        let vc = &cfg.raw().vnics[i];
+        let core_idx = cfg.vnic_core_index(i);
         let slot = self
             .free_slot(&[])
             .ok_or(StepError::NoSlot(config::MAX_VNICS))?;
         self.incarnations += 1;
-        let mut v = build_vnic(vc, cfg.macs[i], core_idx, slot, self.incarnations)?;
+        let mut v = build_vnic(vc, cfg.mac(i), core_idx, slot, self.incarnations)?;
         if let Some(e) = unopened(&v) {
             return Err(e);
         }

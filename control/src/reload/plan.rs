@@ -78,7 +78,7 @@ fn immutable(errs: &mut Vec<ConfigError>, path: &str, changed: bool) {
 
 /// What changes from `old` to `new`. Settings that cannot change live are errors naming the field.
 pub fn plan(old: &Config, new: &Config) -> Result<Vec<Step>, ConfigErrors> {
-    let (o, n) = (&old.raw, &new.raw);
+    let (o, n) = (&old.raw(), &new.raw());
     let mut errs = Vec::new();
     let (oe, ne) = (&o.eal, &n.eal);
     immutable(&mut errs, "eal.cores", oe.cores != ne.cores);
@@ -149,7 +149,7 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Step>, ConfigErrors> {
         };
         let ov = &o.vnics[oi];
         let mut why = Vec::new();
-        if old.macs[oi] != new.macs[ni] {
+        if old.mac(oi) != new.mac(ni) {
             why.push("mac");
         }
         if ov.mtu != nv.mtu {
@@ -171,7 +171,7 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Step>, ConfigErrors> {
             });
             continue;
         }
-        let (oc, nc) = (old.vnic_cores[oi], new.vnic_cores[ni]);
+        let (oc, nc) = (old.vnic_core(oi), new.vnic_core(ni));
         if oc != nc {
             steps.push(Step::MoveVnic {
                 vnic: nv.name.clone(),

@@ -55,7 +55,7 @@ impl Server {
             }
             Op::ConfigShow => Ok((
                 "CONFIG",
-                json!({"generation": app.config_generation(), "config": app.config().raw, "history": app.reloads()}),
+                json!({"generation": app.config_generation(), "config": app.config().raw(), "history": app.reloads()}),
             )),
             Op::ConfigDiff(f) => {
                 let path = self.config_file(f.path.as_deref().map(Path::new))?;
@@ -204,7 +204,7 @@ impl Server {
         let r = app
             .commit_reload(prepared, &src)
             .map_err(|e| ProtoError::new(Code::ReloadFailed, e.to_string()))?;
-        let raw = &app.config().raw;
+        let raw = &app.config().raw();
         self.heartbeat = Duration::from_millis(raw.heartbeat_timeout_ms as u64);
         self.admin_uids = raw.admin_uids.clone();
         tracing::info!(generation = r.generation, steps = ?r.steps, took_us = r.took_us, "config reloaded");

@@ -71,7 +71,7 @@ pub(crate) fn event_body(e: &Event) -> Value {
 impl Server {
     /// Bind both sockets and start accepting.
     pub fn start(cfg: &Config) -> Result<Server, ServerError> {
-        let r = &cfg.raw;
+        let r = &cfg.raw();
         let mode = config::parse_mode(&r.control_socket_mode).unwrap_or(0o660);
         let ctl = bind(&r.control_socket, mode, r.control_socket_gid)?;
         let adm = bind(&r.admin_socket, 0o600, None)?;
