@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
-use vnic_control::client::Client;
+use vnic_control::client::{Client, Push};
 use vnic_control::config;
 use vnic_control::runner::Running;
 use vnic_dataplane::{eal, Burst, Mempool, Ring};
+use vnic_proto::msg::Attached;
 
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
@@ -86,10 +87,10 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn start(grant: &Value, rate: u64) -> Traffic {
-        let pool = Mempool::lookup(grant["mempool"].as_str().unwrap()).unwrap();
-        let rx = Ring::lookup(grant["rings"][0]["rx"].as_str().unwrap()).unwrap();
-        let tx = Ring::lookup(grant["rings"][0]["tx"].as_str().unwrap()).unwrap();
+    fn start(grant: &Attached, rate: u64) -> Traffic {
+        let pool = Mempool::lookup(&grant.mempool).unwrap();
+        let rx = Ring::lookup(&grant.rings[0].rx).unwrap();
+        let tx = Ring::lookup(&grant.rings[0].tx).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU32::new(0));
         let got = Arc::new(Mutex::new(HashSet::new()));
@@ -185,7 +186,7 @@ impl Drop for Traffic {
     }
 }
 
-fn attach(run: &Running) -> (Client, Value) {
+fn attach(run: &Running) -> (Client, Attached) {
     let mut c = run.client();
     c.hello("vnic0", None).unwrap();
     let g = c.attach(1, 1024, 1500, false).unwrap();
@@ -246,7 +247,7 @@ fn killing_the_active_peer_fails_over_and_fail_back_follows_its_return() {
     assert!(
         pushes
             .iter()
-            .any(|p| p["op"] == "FAILOVER" && p["to"] == "b"),
+            .any(|p| matches!(p, Push::Failover(f) if f.to == "b")),
         "{pushes:?}"
     );
     // `a`'s wire comes back: the memif client redials, and after the 300 ms hold-down the vNIC
@@ -392,7 +393,7 @@ fn when_every_device_fails_the_link_goes_down_and_comes_back() {
     std::thread::sleep(Duration::from_millis(50));
     let pushes = c.pushes();
     assert!(
-        pushes.iter().any(|p| p["op"] == "LINK" && p["up"] == false),
+        pushes.iter().any(|p| matches!(p, Push::Link(l) if !l.up)),
         "{pushes:?}"
     );
     let e = c
@@ -404,7 +405,7 @@ fn when_every_device_fails_the_link_goes_down_and_comes_back() {
     std::thread::sleep(Duration::from_millis(50));
     let pushes = c.pushes();
     assert!(
-        pushes.iter().any(|p| p["op"] == "LINK" && p["up"] == true),
+        pushes.iter().any(|p| matches!(p, Push::Link(l) if l.up)),
         "{pushes:?}"
     );
     c.detach().unwrap();

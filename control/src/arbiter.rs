@@ -148,19 +148,7 @@ pub fn garp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
     f
 }
 
-/// One completed switch, for status.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct SwitchRecord {
-    pub from: Option<String>,
-    pub to: String,
-    pub reason: String,
-    /// From the last health check that saw the old device fine to the one that saw it fail.
-    pub detection_us: u64,
-    /// From the decision to the data core running the new table.
-    pub switch_us: u64,
-    /// Wall clock, ms since the epoch.
-    pub at_unix_ms: u64,
-}
+pub use vnic_proto::status::SwitchRecord;
 
 #[cfg(test)]
 mod tests {

@@ -6,15 +6,16 @@
 //! tables; events go back out through the appliance's one event queue.
 #![forbid(unsafe_code)]
 
+/// The protocol crate's client library and wire format, under their names in this crate.
+pub use vnic_proto::{client, wire as proto};
+
 pub mod appliance;
 pub mod arbiter;
-pub mod client;
 pub mod config;
 pub mod eal_options;
 pub mod frontend;
 mod health;
 pub mod mainloop;
-pub mod proto;
 mod publish;
 pub mod reload;
 #[cfg(feature = "testing")]

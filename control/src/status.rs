@@ -1,77 +1,36 @@
-//! Status: the model and the data cores' counters as one serializable snapshot.
+//! Status: the model and the data cores' counters as one snapshot, in the protocol's
+//! vocabulary ([`vnic_proto::status`]).
 use crate::appliance::Appliance;
-use crate::arbiter::SwitchRecord;
-use crate::vnic::{BackingState, Owner};
-use serde::Serialize;
+use crate::vnic::Owner;
 use vnic_dataplane::{eal, CoreStats, Launch, VnicSlot, VnicStats};
+pub use vnic_proto::status::{
+    BackingStatus, CoreCounts, CoreStatus, Status, VnicCounts, VnicStatus,
+};
 
-/// Status of a backing device.
-#[derive(Debug, Clone, Serialize)]
-pub struct BackingStatus {
-    pub name: String,
-    pub devargs: String,
-    pub priority: u32,
-    pub port_label: String,
-    #[serde(flatten)]
-    pub state: BackingState,
-    pub link_up: bool,
-    /// How long it has been usable without interruption (ms), if it is.
-    pub healthy_ms: Option<u64>,
-    pub last_failure: Option<String>,
+/// The data core's counter snapshot as the status reports it.
+fn vnic_counts(s: VnicStats) -> VnicCounts {
+    VnicCounts {
+        rx_packets: s.rx_packets,
+        rx_bytes: s.rx_bytes,
+        rx_drops: s.rx_drops,
+        tx_packets: s.tx_packets,
+        tx_bytes: s.tx_bytes,
+        tx_drops: s.tx_drops,
+        client_drops: s.client_drops,
+        spoof_drops: s.spoof_drops,
+    }
 }
 
-/// Status of a vNIC.
-#[derive(Debug, Clone, Serialize)]
-pub struct VnicStatus {
-    pub name: String,
-    pub mac: String,
-    /// "attached" or "detached".
-    pub state: &'static str,
-    pub client_pid: Option<i32>,
-    pub owner: Option<Owner>,
-    pub epoch: u64,
-    pub queues: u32,
-    pub ring_depth: u32,
-    pub mtu: u32,
-    pub promisc: bool,
-    pub data_core: u32,
-    pub active_backing: Option<String>,
-    /// The vNIC's link: up when a backing device carries it.
-    pub link_up: bool,
-    pub failover_count: u64,
-    pub auto_priority_failover: bool,
-    pub last_switch: Option<SwitchRecord>,
-    /// Fail-back wanted but held back by the flap limit.
-    pub flap_suppressed: bool,
-    pub backing: Vec<BackingStatus>,
-    /// Counters summed over data cores (flattened into the JSON).
-    #[serde(flatten)]
-    pub stats: VnicStats,
-    pub pool_in_use: u32,
-    pub pool_size: u32,
-}
-
-/// Status of a data core.
-#[derive(Debug, Clone, Serialize)]
-pub struct CoreStatus {
-    pub core: u32,
-    pub launch: &'static str,
-    pub table_generation: u64,
-    /// The core's counters (flattened into the JSON).
-    #[serde(flatten)]
-    pub stats: CoreStats,
-}
-
-/// Whole-appliance status.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub generation: u64,
-    pub config_generation: u64,
-    pub dpdk_version: &'static str,
-    pub eal_args: Vec<String>,
-    pub tsc_hz: u64,
-    pub vnics: Vec<VnicStatus>,
-    pub cores: Vec<CoreStatus>,
+fn core_counts(s: CoreStats) -> CoreCounts {
+    CoreCounts {
+        loops: s.loops,
+        busy_loops: s.busy_loops,
+        packets: s.packets,
+        bursts: s.bursts,
+        busy_cycles: s.busy_cycles,
+        idle_cycles: s.idle_cycles,
+        table_swaps: s.table_swaps,
+    }
 }
 
 impl Appliance {
@@ -104,7 +63,8 @@ impl Appliance {
                         "attached"
                     } else {
                         "detached"
-                    },
+                    }
+                    .into(),
                     client_pid: v.attach.as_ref().and_then(|a| match a.owner {
                         Owner::Client { pid, .. } => Some(pid),
                         Owner::Inline => None,
@@ -136,7 +96,7 @@ impl Appliance {
                             last_failure: b.last_failure.clone(),
                         })
                         .collect(),
-                    stats: s,
+                    stats: vnic_counts(s),
                     pool_in_use: v.pool.in_use(),
                     pool_size: v.pool.size(),
                 }
@@ -150,15 +110,16 @@ impl Appliance {
                 launch: match c.worker.launch_kind() {
                     Launch::Lcore(_) => "lcore",
                     Launch::Thread(_) => "thread",
-                },
+                }
+                .into(),
                 table_generation: c.worker.adopted_generation(),
-                stats: c.worker.core_stats(),
+                stats: core_counts(c.worker.core_stats()),
             })
             .collect();
         Status {
             generation: self.generation,
             config_generation: self.config_generation,
-            dpdk_version: eal::dpdk_version(),
+            dpdk_version: eal::dpdk_version().into(),
             eal_args: eal.map(|e| e.args().to_vec()).unwrap_or_default(),
             tsc_hz: eal::tsc_hz(),
             vnics,

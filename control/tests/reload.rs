@@ -1,6 +1,7 @@
 //! Config reload against a running control thread: only the difference is applied, traffic on
 //! untouched vNICs loses nothing, a failing step rolls everything back, bad input changes nothing.
 mod common;
+use common::raw;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,8 +55,8 @@ fn frame(seq: u32, mac_last: u8) -> Vec<u8> {
 /// handle yielding (sent, received in order).
 fn traffic(fx: &common::Fx) -> (Client, Arc<AtomicBool>, std::thread::JoinHandle<(u32, u32)>) {
     let mut c = fx.client();
-    c.hello("vnic0", None).unwrap();
-    let g = c.attach(1, 1024, 1500, false).unwrap();
+    raw::hello(&mut c, "vnic0", None).unwrap();
+    let g = raw::attach(&mut c, 1, 1024, 1500, false).unwrap();
     let pool = Mempool::lookup(g["mempool"].as_str().unwrap()).unwrap();
     let rx = Ring::lookup(g["rings"][0]["rx"].as_str().unwrap()).unwrap();
     let tx = Ring::lookup(g["rings"][0]["tx"].as_str().unwrap()).unwrap();
@@ -141,7 +142,7 @@ fn adding_changing_and_removing_a_vnic_100_times_loses_nothing_on_another() {
         "400 reloads in {took:?} ({:?} each) with {sent} frames on vnic0, none lost",
         took / 400
     );
-    c.detach().unwrap();
+    raw::detach(&mut c).unwrap();
     fx.finish();
 }
 
@@ -179,7 +180,7 @@ fn raising_a_standby_above_the_active_switches_with_zero_loss() {
         .as_str()
         .unwrap()
         .contains("fail-back"));
-    c.detach().unwrap();
+    raw::detach(&mut c).unwrap();
     fx.finish();
 }
 
@@ -228,7 +229,7 @@ fn a_failing_hot_plug_rolls_the_whole_reload_back() {
     stop.store(true, Ordering::Relaxed);
     let (sent, got) = h.join().unwrap();
     assert_eq!(got, sent);
-    c.detach().unwrap();
+    raw::detach(&mut c).unwrap();
     fx.finish();
 }
 
@@ -310,13 +311,13 @@ fn a_client_of_a_recreated_vnic_is_told_and_attaches_again() {
     let fx = start();
     let mut cfg = base_config(&fx);
     let mut c = fx.client();
-    c.hello("vnic1", None).unwrap();
-    c.attach(1, 256, 1500, false).unwrap();
+    raw::hello(&mut c, "vnic1", None).unwrap();
+    raw::attach(&mut c, 1, 256, 1500, false).unwrap();
     cfg["vnics"][1]["mtu"] = 9000.into();
     let r = reload(&fx, &cfg).unwrap();
     assert_eq!(r["steps"], json!(["recreate vNIC vnic1 (mtu changed)"]));
     std::thread::sleep(Duration::from_millis(50));
-    let pushes = c.pushes();
+    let pushes = c.pushes_json();
     assert!(
         pushes
             .iter()
@@ -325,11 +326,11 @@ fn a_client_of_a_recreated_vnic_is_told_and_attaches_again() {
     );
     assert!(c.heartbeat().is_err(), "the old session is closed");
     let mut c = fx.client();
-    c.hello("vnic1", None).unwrap();
-    let caps = c.caps().unwrap();
+    raw::hello(&mut c, "vnic1", None).unwrap();
+    let caps = raw::caps(&mut c).unwrap();
     assert_eq!(caps["max_mtu"], 9000);
-    c.attach(1, 256, 9000, false).unwrap();
-    c.detach().unwrap();
+    raw::attach(&mut c, 1, 256, 9000, false).unwrap();
+    raw::detach(&mut c).unwrap();
     fx.finish();
 }
 
@@ -369,6 +370,6 @@ fn moving_a_vnic_between_data_cores_loses_nothing() {
         (Some(sent as u64), Some(sent as u64)),
         "counters follow the vNIC across cores"
     );
-    c.detach().unwrap();
+    raw::detach(&mut c).unwrap();
     fx.finish();
 }

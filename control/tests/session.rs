@@ -2,6 +2,7 @@
 //! The appliance and its server run on a thread of their own, as vnicd's control thread does;
 //! the test is the client (and reads state back over the admin socket).
 mod common;
+use common::raw;
 use common::start;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -53,12 +54,12 @@ fn round_trip(pool: &Mempool, rx: &Ring, tx: &Ring, n: u32, src: [u8; 6]) -> u32
 fn login_attach_traffic_detach_happy_path() {
     let fx = start(2000);
     let mut c = fx.client();
-    let w = c.hello("vnic0", None).unwrap();
+    let w = raw::hello(&mut c, "vnic0", None).unwrap();
     assert_eq!(
         (w["op"].as_str(), w["version"].as_u64(), w["epoch"].as_u64()),
         (Some("WELCOME"), Some(1), Some(0))
     );
-    let caps = c.caps().unwrap();
+    let caps = raw::caps(&mut c).unwrap();
     assert_eq!(
         (
             caps["max_queues"].as_u64(),
@@ -67,7 +68,7 @@ fn login_attach_traffic_detach_happy_path() {
         ),
         (Some(2), Some(1024), Some(true))
     );
-    let a = c.attach(2, 512, 1500, false).unwrap();
+    let a = raw::attach(&mut c, 2, 512, 1500, false).unwrap();
     assert_eq!(a["op"], "ATTACHED");
     assert_eq!(a["epoch"], 1);
     assert_eq!(a["mac"], "02:00:00:00:00:01");
@@ -115,7 +116,7 @@ fn login_attach_traffic_detach_happy_path() {
     while fx.vnic("vnic0")["spoof_drops"] != 10 {
         assert!(t.elapsed() < Duration::from_secs(5));
     }
-    let d = c.detach().unwrap();
+    let d = raw::detach(&mut c).unwrap();
     assert_eq!(d["op"], "DETACHED");
     assert_eq!(d["epoch"], 2);
     let v = fx.vnic("vnic0");
@@ -165,22 +166,28 @@ fn every_bad_input_gets_a_clear_error_and_changes_nothing() {
         ("[1,2,3]\n".to_string(), "malformed", "JSON object"),
     ] {
         c.send_raw(raw.as_bytes()).unwrap();
-        let e = c.recv_any().unwrap();
+        let e = c.recv_json().unwrap();
         assert_eq!(e["op"], "ERROR", "{raw:.40}");
         assert_eq!(e["code"], code, "{e}");
         assert!(e["message"].as_str().unwrap().contains(needle), "{e}");
     }
     // Session order and identity.
-    assert_eq!(refused(c.attach(1, 256, 1500, false)).0, "no_hello");
-    assert_eq!(refused(c.caps()).0, "no_hello");
+    assert_eq!(
+        refused(raw::attach(&mut c, 1, 256, 1500, false)).0,
+        "no_hello"
+    );
+    assert_eq!(refused(raw::caps(&mut c,)).0, "no_hello");
     let (code, msg) = refused(c.request("HELLO", json!({"versions": [2, 3], "vnic": "vnic0"})));
     assert_eq!(code, "unsupported_version");
     assert!(msg.contains("no common protocol version"), "{msg}");
-    assert_eq!(refused(c.hello("nope", None)).0, "unknown_vnic");
-    let (code, msg) = refused(c.hello("vnic2", None));
+    assert_eq!(refused(raw::hello(&mut c, "nope", None)).0, "unknown_vnic");
+    let (code, msg) = refused(raw::hello(&mut c, "vnic2", None));
     assert_eq!(code, "not_authorized");
     assert!(msg.contains("uid 0"), "{msg}");
-    assert_eq!(refused(c.hello("vnic0", Some("00112233"))).0, "bad_token");
+    assert_eq!(
+        refused(raw::hello(&mut c, "vnic0", Some("00112233"))).0,
+        "bad_token"
+    );
     assert_eq!(
         refused(c.request(
             "HELLO",
@@ -189,9 +196,12 @@ fn every_bad_input_gets_a_clear_error_and_changes_nothing() {
         .0,
         "bad_request"
     );
-    c.hello("vnic0", None).unwrap();
-    assert_eq!(refused(c.hello("vnic0", None)).0, "already_hello");
-    assert_eq!(refused(c.detach()).0, "not_attached");
+    raw::hello(&mut c, "vnic0", None).unwrap();
+    assert_eq!(
+        refused(raw::hello(&mut c, "vnic0", None)).0,
+        "already_hello"
+    );
+    assert_eq!(refused(raw::detach(&mut c)).0, "not_attached");
     // Out-of-range ATTACH: nothing is attached afterwards.
     for (q, d, m, field) in [
         (3, 256, 1500, "queues"),
@@ -201,7 +211,7 @@ fn every_bad_input_gets_a_clear_error_and_changes_nothing() {
         (1, 32, 1500, "depth"),
         (1, 256, 9000, "mtu"),
     ] {
-        let (code, msg) = refused(c.attach(q, d, m, false));
+        let (code, msg) = refused(raw::attach(&mut c, q, d, m, false));
         assert_eq!(code, "out_of_range", "{msg}");
         assert!(msg.starts_with(field), "{msg}");
     }
@@ -211,14 +221,17 @@ fn every_bad_input_gets_a_clear_error_and_changes_nothing() {
         "not_attached"
     );
     // A second client cannot take an attached vNIC.
-    c.attach(1, 256, 1500, false).unwrap();
+    raw::attach(&mut c, 1, 256, 1500, false).unwrap();
     let epoch = c.epoch;
     // One backing device only: nothing to fail over to.
     let (code, msg) = refused(c.request("REQUEST_FAILOVER", json!({"reason": "test"})));
     assert_eq!(code, "no_standby", "{msg}");
     let mut other = fx.client();
-    assert_eq!(refused(other.hello("vnic0", None)).0, "busy");
-    assert_eq!(refused(c.attach(1, 256, 1500, false)).0, "already_attached");
+    assert_eq!(refused(raw::hello(&mut other, "vnic0", None)).0, "busy");
+    assert_eq!(
+        refused(raw::attach(&mut c, 1, 256, 1500, false)).0,
+        "already_attached"
+    );
     // A request naming a stale epoch is refused, and changes nothing.
     let (code, msg) = refused(c.request("DETACH", json!({"epoch": epoch - 1})));
     assert_eq!(code, "stale_epoch");
@@ -227,7 +240,7 @@ fn every_bad_input_gets_a_clear_error_and_changes_nothing() {
     c.request("DETACH", json!({"epoch": epoch})).unwrap();
     // Admin socket refuses control ops and unknown vNICs.
     let mut a = Client::connect(&fx.admin).unwrap();
-    assert_eq!(refused(a.hello("vnic0", None)).0, "unknown_op");
+    assert_eq!(refused(raw::hello(&mut a, "vnic0", None)).0, "unknown_op");
     assert_eq!(
         refused(a.request("SHOW", json!({"vnic": "zzz"}))).0,
         "unknown_vnic"
@@ -256,8 +269,8 @@ fn every_bad_input_gets_a_clear_error_and_changes_nothing() {
 fn a_client_that_goes_silent_is_detached_within_the_heartbeat_deadline() {
     let fx = start(200);
     let mut c = fx.client();
-    c.hello("vnic0", None).unwrap();
-    let a = c.attach(1, 256, 1500, false).unwrap();
+    raw::hello(&mut c, "vnic0", None).unwrap();
+    let a = raw::attach(&mut c, 1, 256, 1500, false).unwrap();
     let pool = Mempool::lookup(a["mempool"].as_str().unwrap()).unwrap();
     let base = fx.vnic("vnic0")["pool_in_use"].as_u64().unwrap();
     // Leave frames in both rings, then say nothing more.
@@ -286,7 +299,7 @@ fn a_client_that_goes_silent_is_detached_within_the_heartbeat_deadline() {
         "rings drained, mbufs back"
     );
     // The client is told.
-    let pushes = c.pushes();
+    let pushes = c.pushes_json();
     assert!(
         pushes
             .iter()
@@ -301,8 +314,8 @@ fn a_client_that_goes_silent_is_detached_within_the_heartbeat_deadline() {
 fn a_client_whose_socket_closes_is_detached_and_can_re_attach_with_its_token() {
     let fx = start(5000);
     let mut c = fx.client();
-    c.hello("vnic0", None).unwrap();
-    let a = c.attach(1, 256, 1500, false).unwrap();
+    raw::hello(&mut c, "vnic0", None).unwrap();
+    let a = raw::attach(&mut c, 1, 256, 1500, false).unwrap();
     let token = a["token"].as_str().unwrap().to_string();
     let pool = Mempool::lookup(a["mempool"].as_str().unwrap()).unwrap();
     let (rx, tx) = (
@@ -313,9 +326,9 @@ fn a_client_whose_socket_closes_is_detached_and_can_re_attach_with_its_token() {
     drop(c); // the process "dies": its socket closes
     fx.wait_state("vnic0", "detached", Duration::from_secs(2));
     let mut c = fx.client();
-    let w = c.hello("vnic0", Some(&token)).unwrap();
+    let w = raw::hello(&mut c, "vnic0", Some(&token)).unwrap();
     assert_eq!(w["resumed"], true);
-    let b = c.attach(1, 256, 1500, false).unwrap();
+    let b = raw::attach(&mut c, 1, 256, 1500, false).unwrap();
     assert_eq!(b["mac"], a["mac"], "same identity");
     assert_eq!(
         b["epoch"].as_u64().unwrap(),
@@ -329,7 +342,7 @@ fn a_client_whose_socket_closes_is_detached_and_can_re_attach_with_its_token() {
         (Some(1000), Some(1000)),
         "counters kept"
     );
-    c.detach().unwrap();
+    raw::detach(&mut c).unwrap();
     fx.finish();
 }
 
@@ -337,8 +350,8 @@ fn a_client_whose_socket_closes_is_detached_and_can_re_attach_with_its_token() {
 fn two_vnics_attach_and_detach_while_a_third_carries_traffic_without_loss() {
     let fx = start(5000);
     let mut c1 = fx.client();
-    c1.hello("vnic1", None).unwrap();
-    let a = c1.attach(2, 1024, 1500, false).unwrap();
+    raw::hello(&mut c1, "vnic1", None).unwrap();
+    let a = raw::attach(&mut c1, 2, 1024, 1500, false).unwrap();
     let pool = Mempool::lookup(a["mempool"].as_str().unwrap()).unwrap();
     let (rx, tx) = (
         Ring::lookup(a["rings"][1]["rx"].as_str().unwrap()).unwrap(),
@@ -351,11 +364,11 @@ fn two_vnics_attach_and_detach_while_a_third_carries_traffic_without_loss() {
     let mut cycles = 0;
     while !traffic.is_finished() || cycles < 20 {
         let mut c0 = fx.client();
-        c0.hello("vnic0", None).unwrap();
-        c0.attach(1 + cycles % 2, 256, 1500, false).unwrap();
+        raw::hello(&mut c0, "vnic0", None).unwrap();
+        raw::attach(&mut c0, 1 + cycles % 2, 256, 1500, false).unwrap();
         let mut c2 = fx.client();
-        assert!(c2.hello("vnic2", None).is_err());
-        c0.detach().unwrap();
+        assert!(raw::hello(&mut c2, "vnic2", None).is_err());
+        raw::detach(&mut c0).unwrap();
         cycles += 1;
     }
     assert_eq!(traffic.join().unwrap(), N);
@@ -370,7 +383,7 @@ fn two_vnics_attach_and_detach_while_a_third_carries_traffic_without_loss() {
         (Some(N as u64), Some(N as u64), Some(0), Some(0))
     );
     eprintln!("{cycles} attach/detach cycles of vnic0 during {N} frames on vnic1");
-    c1.detach().unwrap();
+    raw::detach(&mut c1).unwrap();
     fx.finish();
 }
 
@@ -417,7 +430,7 @@ fn random_and_mutated_messages_never_bring_the_server_down() {
             if c.send_raw(&m).is_err() {
                 break;
             }
-            while let Ok(v) = c.recv_any() {
+            while let Ok(v) = c.recv_json() {
                 replies += 1;
                 if v["id"].is_number() {
                     break;
@@ -427,7 +440,7 @@ fn random_and_mutated_messages_never_bring_the_server_down() {
         if round % 2 == 0 {
             drop(c); // vanish mid-session
         } else {
-            let _ = c.detach();
+            let _ = raw::detach(&mut c);
         }
     }
     assert!(replies > 500, "the server answered ({replies})");
@@ -436,8 +449,8 @@ fn random_and_mutated_messages_never_bring_the_server_down() {
         fx.wait_state(n, "detached", Duration::from_secs(6));
     }
     let mut c = fx.client();
-    c.hello("vnic0", None).unwrap();
-    c.attach(1, 256, 1500, false).unwrap();
-    c.detach().unwrap();
+    raw::hello(&mut c, "vnic0", None).unwrap();
+    raw::attach(&mut c, 1, 256, 1500, false).unwrap();
+    raw::detach(&mut c).unwrap();
     fx.finish();
 }

@@ -1,11 +1,23 @@
 //! vnicctl against a live control thread: tables, --json for scripts, exit codes.
 mod common;
+use common::raw;
 use std::process::Command;
 use std::time::Duration;
 
+/// vnicctl is its own crate (it links only vnic-proto); the workspace builds it beside vnicd.
+fn vnicctl_bin() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_BIN_EXE_vnicd")).with_file_name("vnicctl");
+    assert!(
+        p.exists(),
+        "{} is not built: run the workspace's tests (`make test`)",
+        p.display()
+    );
+    p
+}
+
 fn vnicctl(fx: &common::Fx, args: &[&str]) -> (i32, String, String) {
     common::run(
-        Command::new(env!("CARGO_BIN_EXE_vnicctl"))
+        Command::new(vnicctl_bin())
             .arg("--socket")
             .arg(&fx.admin)
             .args(args),
@@ -16,8 +28,8 @@ fn vnicctl(fx: &common::Fx, args: &[&str]) -> (i32, String, String) {
 fn status_show_stats_and_detach() {
     let fx = common::start(5000);
     let mut c = fx.client();
-    c.hello("vnic0", None).unwrap();
-    c.attach(1, 256, 1500, false).unwrap();
+    raw::hello(&mut c, "vnic0", None).unwrap();
+    raw::attach(&mut c, 1, 256, 1500, false).unwrap();
 
     let (code, out, err) = vnicctl(&fx, &["status", "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -81,7 +93,7 @@ fn status_show_stats_and_detach() {
     assert_eq!(fx.vnic("vnic0")["state"], "detached");
     // The client was told and its session closed.
     std::thread::sleep(Duration::from_millis(50));
-    let pushes = c.pushes();
+    let pushes = c.pushes_json();
     assert!(
         pushes
             .iter()
@@ -100,7 +112,7 @@ fn status_show_stats_and_detach() {
 
 #[test]
 fn vnicctl_without_vnicd_says_so() {
-    let o = Command::new(env!("CARGO_BIN_EXE_vnicctl"))
+    let o = Command::new(vnicctl_bin())
         .args(["--socket", "/nonexistent/admin.sock", "status"])
         .output()
         .unwrap();

@@ -134,21 +134,5 @@ impl CoreCounters {
     }
 }
 
-impl CoreStats {
-    /// Busy cycles per packet hop since `earlier`.
-    pub fn cycles_per_packet_since(&self, earlier: &CoreStats) -> Option<f64> {
-        let p = self.packets.checked_sub(earlier.packets)?;
-        (p > 0).then(|| (self.busy_cycles - earlier.busy_cycles) as f64 / p as f64)
-    }
-    /// Share of idle iterations since `earlier` (0..1).
-    pub fn idle_share_since(&self, earlier: &CoreStats) -> f64 {
-        let l = self.loops.saturating_sub(earlier.loops);
-        if l == 0 {
-            return 1.0;
-        }
-        1.0 - self.busy_loops.saturating_sub(earlier.busy_loops) as f64 / l as f64
-    }
-}
-
 const _: () = assert!(std::mem::size_of::<VnicCounters>() == 64);
 const _: () = assert!(std::mem::size_of::<CoreCounters>() == 64);

@@ -4,13 +4,12 @@
 //! `source` generates frames at a rate, `dump` prints the first frames with their mbuf address.
 #![forbid(unsafe_code)]
 use clap::{Parser, ValueEnum};
-use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vnic_control::client::Client;
+use vnic_control::client::{Client, Push};
 use vnic_dataplane::{eal, Burst, Eal, Mempool, Ring};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,21 +98,16 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut c = Client::connect(&a.socket)?;
     let w = c.hello(&a.vnic, a.token.as_deref())?;
-    let hb = Duration::from_millis(w["heartbeat_ms"].as_u64().unwrap_or(1000) / 3)
-        .max(Duration::from_millis(5));
+    let hb = Duration::from_millis(w.heartbeat_ms / 3).max(Duration::from_millis(5));
     let caps = c.caps()?;
-    let depth = a
-        .depth
-        .unwrap_or(caps["max_depth"].as_u64().unwrap_or(1024) as u32);
-    let mtu = a
-        .mtu
-        .unwrap_or(caps["max_mtu"].as_u64().unwrap_or(1500) as u32);
+    let depth = a.depth.unwrap_or(caps.max_depth);
+    let mtu = a.mtu.unwrap_or(caps.max_mtu);
     let g = c.attach(a.queues, depth, mtu, false)?;
-    let Some(prefix) = g["file_prefix"].as_str() else {
+    let Some(prefix) = g.file_prefix.as_deref() else {
         let _ = c.detach();
         return Err("vnicd shares no memory (eal.file_prefix is unset in its config): a separate-process client cannot attach; set eal.file_prefix and use hugepages".into());
     };
-    let lcore = g["client_lcore"].as_u64().unwrap_or(64);
+    let lcore = g.client_lcore;
     let eal_args: Vec<String> = [
         "vnic-client".to_string(),
         "--proc-type=secondary".into(),
@@ -127,27 +121,24 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     ]
     .into();
     let _eal = Eal::init(&eal_args)?;
-    let pool = Mempool::lookup(g["mempool"].as_str().unwrap_or(""))?;
+    let pool = Mempool::lookup(&g.mempool)?;
     let mut queues = Vec::new();
-    for q in g["rings"].as_array().into_iter().flatten() {
-        queues.push((
-            Ring::lookup(q["rx"].as_str().unwrap_or(""))?,
-            Ring::lookup(q["tx"].as_str().unwrap_or(""))?,
-        ));
+    for q in &g.rings {
+        queues.push((Ring::lookup(&q.rx)?, Ring::lookup(&q.tx)?));
     }
-    let mac = mac_bytes(g["mac"].as_str().unwrap_or(""))?;
+    let mac = mac_bytes(&g.mac)?;
     eprintln!(
         "vnic-client: {} attached (epoch {}, {} queues, depth {}, mac {}, token {}), mode {:?}, lcore {lcore} on cpu {}",
         a.vnic,
-        g["epoch"],
+        c.epoch,
         queues.len(),
         depth,
-        g["mac"].as_str().unwrap_or("?"),
-        g["token"].as_str().unwrap_or("?"),
+        g.mac,
+        g.token,
         a.mode,
         a.cpu
     );
-    println!("token {}", g["token"].as_str().unwrap_or(""));
+    println!("token {}", g.token);
 
     let (mut rx_n, mut tx_n, mut drops) = (0u64, 0u64, 0u64);
     let (mut last_rx, mut last_tx) = (0u64, 0u64);
@@ -261,14 +252,17 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             next_hb = now + hb;
             c.heartbeat()?;
             for p in c.pushes() {
-                match p["op"].as_str() {
-                    Some("DETACHED") | Some("ERROR") => {
-                        eprintln!("vnic-client: vnicd ended the session: {}", p);
-                        return Err(format!("session ended by vnicd: {}", reason(&p)).into());
+                let why = match &p {
+                    Push::Detached(d) => d.reason.clone().unwrap_or_else(|| "?".into()),
+                    Push::Error(e) => e.message.clone(),
+                    Push::Link(l) => {
+                        eprintln!("vnic-client: link {l:?}");
+                        continue;
                     }
-                    Some("LINK") => eprintln!("vnic-client: link {}", p),
-                    _ => {}
-                }
+                    _ => continue,
+                };
+                eprintln!("vnic-client: vnicd ended the session: {p:?}");
+                return Err(format!("session ended by vnicd: {why}").into());
             }
         }
         if now >= next_line {
@@ -315,16 +309,8 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     eprintln!(
         "vnic-client: detached ({} mbufs drained by vnicd); rx {rx_n} tx {tx_n} drops {drops} in {:.1} s",
-        d["drained"],
+        d.drained.unwrap_or(0),
         t0.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn reason(p: &Value) -> String {
-    p["reason"]
-        .as_str()
-        .or(p["message"].as_str())
-        .unwrap_or("?")
-        .to_string()
 }

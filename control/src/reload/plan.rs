@@ -259,18 +259,7 @@ fn policy_changes(o: &VnicConfig, n: &VnicConfig) -> Vec<String> {
     w
 }
 
-/// One entry of the reload history.
-#[derive(Debug, Clone, Serialize)]
-pub struct Reload {
-    /// The config generation after this reload (unchanged when it failed).
-    pub generation: u64,
-    pub at_unix_ms: u64,
-    pub source: String,
-    pub ok: bool,
-    pub steps: Vec<String>,
-    pub error: Option<String>,
-    pub took_us: u64,
-}
+pub use vnic_proto::msg::Reload;
 
 #[cfg(test)]
 mod tests {

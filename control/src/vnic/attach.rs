@@ -1,7 +1,7 @@
 //! Attach and detach: a client's rings are made, bound to the active backing device's queues
 //! and published; at detach they are withdrawn, repaired if the client died mid-move, drained.
 use super::build::new_token;
-use super::{Attachment, LinkState, Owner, CLIENT_LCORES, CLIENT_LCORE_BASE};
+use super::{Attachment, Caps, LinkState, Owner, QueueRings, CLIENT_LCORES, CLIENT_LCORE_BASE};
 use crate::appliance::Appliance;
 use crate::publish::PublishError;
 use serde::Serialize;
@@ -36,13 +36,6 @@ pub struct AttachGrant {
     pub client_lcore: u32,
 }
 
-/// Ring names of one queue.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct QueueRings {
-    pub rx: String,
-    pub tx: String,
-}
-
 /// Why ATTACH or DETACH was refused. Nothing changed when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttachError {
@@ -62,18 +55,6 @@ pub enum AttachError {
     Rings(#[source] vnic_dataplane::Error),
     #[error(transparent)]
     Publish(#[from] PublishError),
-}
-
-/// Limits offered at CAPS.
-#[derive(Debug, Clone, Serialize)]
-pub struct Caps {
-    pub max_queues: u32,
-    pub min_depth: u32,
-    pub max_depth: u32,
-    pub min_mtu: u32,
-    pub max_mtu: u32,
-    pub offloads: Vec<String>,
-    pub spoof_check: bool,
 }
 
 impl Appliance {

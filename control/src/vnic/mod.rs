@@ -3,16 +3,16 @@
 mod attach;
 mod build;
 
-pub use attach::{AttachError, AttachGrant, AttachRequest, Caps, QueueRings};
+pub use attach::{AttachError, AttachGrant, AttachRequest};
 pub(crate) use build::{build_backing, build_vnic, ipv4s, policy, port_config};
 
-use crate::arbiter::{Policy, SwitchRecord};
+use crate::arbiter::Policy;
 use crate::config::{BackingConfig, MacAddr};
-use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 use vnic_dataplane::{Mempool, Port, Ring, VnicSlot, VnicStats};
+pub use vnic_proto::status::{BackingState, Caps, LinkState, Owner, QueueRings, SwitchRecord};
 
 /// Rx/tx descriptors per VF queue.
 pub const VF_DESC: u16 = 1024;
@@ -22,20 +22,6 @@ pub const POOL_CACHE: u32 = 256;
 pub const CLIENT_LCORE_BASE: u32 = 64;
 /// How many distinct client lcore ids (DPDK's RTE_MAX_LCORE is 128 in Debian's build).
 pub const CLIENT_LCORES: u32 = 64;
-
-/// State of one backing device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "state", content = "reason")]
-pub enum BackingState {
-    /// Carrying the vNIC's traffic.
-    Active,
-    /// Started and ready to take over.
-    Standby,
-    /// Not usable (reason): failed to come up, link down, tx stalled, removed.
-    Failed(String),
-    /// Taken out of service by the administrator.
-    Disabled,
-}
 
 pub(crate) struct Backing {
     pub(crate) cfg: BackingConfig,
@@ -63,28 +49,6 @@ impl Backing {
             && self.link_up
             && matches!(self.state, BackingState::Active | BackingState::Standby)
     }
-}
-
-/// Who holds a vNIC's rings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind")]
-pub enum Owner {
-    /// An in-core client on the data core (`--inline-client`).
-    Inline,
-    /// A client session on the control socket.
-    Client {
-        session: u64,
-        pid: i32,
-        uid: u32,
-        gid: u32,
-    },
-}
-
-/// Link as a client sees it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct LinkState {
-    pub up: bool,
-    pub active_backing: Option<String>,
 }
 
 pub(crate) struct Attachment {

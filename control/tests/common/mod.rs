@@ -91,3 +91,35 @@ pub fn ip_link(iface: &str, state: &str) {
         .success();
     assert!(ok, "ip link set {iface} {state}");
 }
+
+/// The protocol as raw JSON, for tests of the wire itself (the typed client methods decode it).
+pub mod raw {
+    use serde_json::{json, Value};
+    use vnic_control::client::{Client, ClientError};
+
+    pub fn hello(c: &mut Client, vnic: &str, token: Option<&str>) -> Result<Value, ClientError> {
+        let mut f = json!({"versions": vnic_control::proto::VERSIONS, "vnic": vnic});
+        if let Some(t) = token {
+            f["token"] = json!(t);
+        }
+        c.request("HELLO", f)
+    }
+    pub fn caps(c: &mut Client) -> Result<Value, ClientError> {
+        c.request("CAPS", json!({}))
+    }
+    pub fn attach(
+        c: &mut Client,
+        queues: u32,
+        depth: u32,
+        mtu: u32,
+        promisc: bool,
+    ) -> Result<Value, ClientError> {
+        c.request(
+            "ATTACH",
+            json!({"queues": queues, "depth": depth, "mtu": mtu, "promisc": promisc}),
+        )
+    }
+    pub fn detach(c: &mut Client) -> Result<Value, ClientError> {
+        c.request("DETACH", json!({}))
+    }
+}

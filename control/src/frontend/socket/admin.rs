@@ -1,13 +1,13 @@
 //! The admin socket's requests: status, stats, show, detach, failover, backing devices, reloads
 //! and config.
 use super::session::attach_code;
-use super::{event_body, Server, Session};
+use super::{failover_msg, typed, Reply, Server, Session};
 use crate::appliance::{Appliance, FailoverError, Owner};
 use crate::config;
 use crate::proto::{self, Code, Op, ProtoError, Request};
-use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vnic_proto::msg;
 
 pub(crate) fn failover_error(e: FailoverError) -> ProtoError {
     let code = match &e {
@@ -25,21 +25,26 @@ impl Server {
         &mut self,
         app: &mut Appliance,
         req: &Request,
-    ) -> Result<(&'static str, Value), ProtoError> {
-        let st = app.status();
-        let vnics =
-            |st: &crate::appliance::Status| serde_json::to_value(&st.vnics).unwrap_or(Value::Null);
+    ) -> Result<Reply, ProtoError> {
         match &req.op {
-            Op::Status => Ok((
-                "STATUS",
-                json!({"generation": st.generation, "config_generation": st.config_generation, "vnics": vnics(&st)}),
-            )),
-            Op::Stats => Ok(("STATS", serde_json::to_value(&st).unwrap_or(Value::Null))),
-            Op::Show(a) => st
+            Op::Status => {
+                let st = app.status();
+                Ok(typed(
+                    "STATUS",
+                    &msg::StatusReply {
+                        generation: st.generation,
+                        config_generation: st.config_generation,
+                        vnics: st.vnics,
+                    },
+                ))
+            }
+            Op::Stats => Ok(typed("STATS", &app.status())),
+            Op::Show(a) => app
+                .status()
                 .vnics
-                .iter()
+                .into_iter()
                 .find(|v| v.name == a.vnic)
-                .map(|v| ("SHOW", json!({"vnic": v})))
+                .map(|vnic| typed("SHOW", &msg::Show { vnic }))
                 .ok_or_else(|| {
                     ProtoError::new(Code::UnknownVnic, format!("unknown vNIC {:?}", a.vnic))
                 }),
@@ -47,15 +52,19 @@ impl Server {
                 let ev = app
                     .failover(&f.vnic, f.to.as_deref(), "requested by the administrator")
                     .map_err(failover_error)?;
-                Ok(("FAILOVER", event_body(&ev)))
+                Ok(typed("FAILOVER", &failover_msg(&ev)))
             }
             Op::Reload(f) => {
                 let r = self.reload(app, f.path.as_deref().map(Path::new), "admin")?;
-                Ok(("RELOADED", serde_json::to_value(r).unwrap_or(Value::Null)))
+                Ok(typed("RELOADED", &r))
             }
-            Op::ConfigShow => Ok((
+            Op::ConfigShow => Ok(typed(
                 "CONFIG",
-                json!({"generation": app.config_generation(), "config": app.config().raw(), "history": app.reloads()}),
+                &msg::ConfigReply {
+                    generation: app.config_generation(),
+                    config: serde_json::to_value(app.config().raw()).unwrap_or_default(),
+                    history: app.reloads(),
+                },
             )),
             Op::ConfigDiff(f) => {
                 let path = self.config_file(f.path.as_deref().map(Path::new))?;
@@ -65,32 +74,54 @@ impl Server {
                 let steps = app
                     .plan_reload(&cfg)
                     .map_err(|e| ProtoError::new(Code::InvalidConfig, e.to_string()))?;
-                Ok((
+                Ok(typed(
                     "CONFIG_DIFF",
-                    json!({"path": path, "steps": steps.iter().map(|s| s.to_string()).collect::<Vec<_>>()}),
+                    &msg::ConfigDiff {
+                        path: path.display().to_string(),
+                        steps: steps.iter().map(|s| s.to_string()).collect(),
+                    },
                 ))
             }
             Op::AdminRemove(r) => {
                 let ev = app
                     .remove_backing(&r.vnic, &r.backing)
                     .map_err(failover_error)?;
-                let body = json!({"vnic": r.vnic, "backing": r.backing, "removed": true, "failover": ev.as_ref().map(event_body)});
-                Ok(("REMOVE_BACKING", body))
+                Ok(typed(
+                    "REMOVE_BACKING",
+                    &msg::BackingReply {
+                        vnic: r.vnic.clone(),
+                        backing: r.backing.clone(),
+                        enabled: None,
+                        removed: Some(true),
+                        failover: ev.as_ref().and_then(failover_msg),
+                    },
+                ))
             }
             Op::AdminAuto(a) => {
                 app.set_auto_failback(&a.vnic, a.enabled)
                     .map_err(failover_error)?;
-                Ok((
+                Ok(typed(
                     "AUTO_FAILBACK",
-                    json!({"vnic": a.vnic, "enabled": a.enabled}),
+                    &msg::AutoFailback {
+                        vnic: a.vnic.clone(),
+                        enabled: a.enabled,
+                    },
                 ))
             }
             Op::AdminBacking(b) => {
                 let ev = app
                     .set_backing_enabled(&b.vnic, &b.backing, b.enabled, b.force)
                     .map_err(failover_error)?;
-                let body = json!({"vnic": b.vnic, "backing": b.backing, "enabled": b.enabled, "failover": ev.as_ref().map(event_body)});
-                Ok(("BACKING", body))
+                Ok(typed(
+                    "BACKING",
+                    &msg::BackingReply {
+                        vnic: b.vnic.clone(),
+                        backing: b.backing.clone(),
+                        enabled: Some(b.enabled),
+                        removed: None,
+                        failover: ev.as_ref().and_then(failover_msg),
+                    },
+                ))
             }
             Op::AdminDetach(a) => {
                 let (_, owner, _) = app
@@ -108,7 +139,14 @@ impl Server {
                 };
                 let drained =
                     self.force_detach(app, &a.vnic, session, "detached by the administrator")?;
-                Ok(("DETACHED", json!({"vnic": a.vnic, "drained": drained})))
+                Ok(typed(
+                    "DETACHED",
+                    &msg::Detached {
+                        vnic: Some(a.vnic.clone()),
+                        drained: Some(drained as u64),
+                        reason: None,
+                    },
+                ))
             }
             _ => Err(ProtoError::new(
                 Code::UnknownOp,
@@ -129,7 +167,15 @@ impl Server {
             let epoch = app.vnic_epoch(vnic).map(|e| e.0).unwrap_or(0);
             self.send(
                 s,
-                &proto::reply("DETACHED", 0, epoch + 1, json!({"reason": why})),
+                &proto::reply(
+                    "DETACHED",
+                    0,
+                    epoch + 1,
+                    &msg::Detached {
+                        reason: Some(why.into()),
+                        ..Default::default()
+                    },
+                ),
             );
             if let Some(c) = self.conns.remove(&s) {
                 let _ = c.stream.shutdown(std::net::Shutdown::Both);
@@ -197,7 +243,12 @@ impl Server {
                 .collect();
             for id in ids {
                 let epoch = app.vnic_epoch(&vnic).map(|e| e.0).unwrap_or(0);
-                self.send(id, &proto::reply("CONFIG_CHANGED", 0, epoch, json!({"vnic": vnic, "reason": "the vNIC was removed or recreated by a config reload: attach again"})));
+                let body = msg::ConfigChanged {
+                    vnic: vnic.clone(),
+                    reason: "the vNIC was removed or recreated by a config reload: attach again"
+                        .into(),
+                };
+                self.send(id, &proto::reply("CONFIG_CHANGED", 0, epoch, &body));
                 self.close(app, id, "config reload");
             }
         }

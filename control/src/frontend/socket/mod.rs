@@ -12,13 +12,14 @@ use crate::appliance::{Appliance, Event};
 use crate::config::{self, Config};
 use crate::proto::{self, Code, ProtoError};
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use transport::{acceptor, bind, ConnEvent, Kind};
+use vnic_proto::msg;
 
 /// What a session has said so far. Whether it is attached is the appliance's to say: the vNIC's
 /// owner names the session.
@@ -56,15 +57,38 @@ pub struct Server {
     config_path: Option<PathBuf>,
 }
 
-pub(crate) fn event_body(e: &Event) -> Value {
+/// A reply's op and its typed body (one of [`vnic_proto::msg`]), as the handlers return it.
+pub(crate) type Reply = (&'static str, Value);
+
+/// Pair an op with its typed body.
+pub(crate) fn typed(op: &'static str, body: &impl serde::Serialize) -> Reply {
+    (op, serde_json::to_value(body).unwrap_or(Value::Null))
+}
+
+/// The FAILOVER message for a switch.
+pub(crate) fn failover_msg(e: &Event) -> Option<msg::Failover> {
     match e {
         Event::Failover {
             vnic,
             from,
             to,
             reason,
-        } => json!({"vnic": vnic, "from": from, "to": to, "reason": reason}),
-        Event::Link { link, .. } => json!({"up": link.up, "active_backing": link.active_backing}),
+        } => Some(msg::Failover {
+            vnic: vnic.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            reason: reason.clone(),
+        }),
+        Event::Link { .. } => None,
+    }
+}
+
+/// The push that tells a client of an event.
+fn push_of(e: &Event) -> Reply {
+    match (e, failover_msg(e)) {
+        (_, Some(f)) => typed("FAILOVER", &f),
+        (Event::Link { link, .. }, None) => typed("LINK", link),
+        (Event::Failover { .. }, None) => typed("FAILOVER", &()),
     }
 }
 
@@ -118,15 +142,13 @@ impl Server {
     /// pushes (id 0), in the order they happened.
     pub fn deliver(&mut self, app: &Appliance, events: &[Event]) {
         for ev in events {
-            let (vnic, op) = match ev {
-                Event::Failover { vnic, .. } => (vnic, "FAILOVER"),
-                Event::Link { vnic, .. } => (vnic, "LINK"),
-            };
+            let (Event::Failover { vnic, .. } | Event::Link { vnic, .. }) = ev;
             let Some(id) = app.client_session(vnic) else {
                 continue;
             };
             let epoch = app.vnic_epoch(vnic).map(|e| e.0).unwrap_or(0);
-            self.send(id, &proto::reply(op, 0, epoch, event_body(ev)));
+            let (op, body) = push_of(ev);
+            self.send(id, &proto::reply(op, 0, epoch, &body));
         }
     }
 
@@ -145,9 +167,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        let mut line = msg.to_string();
-        line.push('\n');
-        if c.stream.write_all(line.as_bytes()).is_err() {
+        if c.stream.write_all(proto::encode(msg).as_bytes()).is_err() {
             // Treated like a closed socket at the next periodic check.
             c.last_seen = Instant::now() - Duration::from_secs(3600);
         }
@@ -209,7 +229,7 @@ impl Server {
                         };
                         let epoch = self.epoch_of(app, id);
                         let msg = match out {
-                            Ok((op, body)) => proto::reply(op, req.id, epoch, body),
+                            Ok((op, body)) => proto::reply(op, req.id, epoch, &body),
                             Err(e) => proto::error(req.id, epoch, &e),
                         };
                         self.send(id, &msg);
@@ -281,7 +301,7 @@ impl Server {
                 .collect();
             for id in ids {
                 let epoch = self.epoch_of(app, id);
-                self.send(id, &proto::reply("HEARTBEAT", 0, epoch, json!({})));
+                self.send(id, &proto::reply("HEARTBEAT", 0, epoch, &msg::Heartbeat {}));
             }
         }
     }

@@ -2,10 +2,10 @@
 //! REQUEST_FAILOVER. Whether a session is attached is the model's word (the vNIC's owner), not a
 //! second record kept here.
 use super::admin::failover_error;
-use super::{event_body, Server, Session, View};
+use super::{failover_msg, typed, Reply, Server, Session, View};
 use crate::appliance::{Appliance, AttachError, AttachRequest, Owner};
 use crate::proto::{self, Code, Op, ProtoError, Request};
-use serde_json::{json, Value};
+use vnic_proto::msg;
 
 pub(crate) fn attach_code(e: &AttachError) -> Code {
     match e {
@@ -24,7 +24,7 @@ impl Server {
         app: &mut Appliance,
         id: u64,
         req: &Request,
-    ) -> Result<(&'static str, Value), ProtoError> {
+    ) -> Result<Reply, ProtoError> {
         let session = self.view(app, id);
         let Some(creds) = self.conns.get(&id).map(|c| c.creds) else {
             return Err(ProtoError::new(Code::Internal, "session closed"));
@@ -89,9 +89,15 @@ impl Server {
                         vnic: h.vnic.clone(),
                     };
                 }
-                Ok((
+                let _ = epoch; // the envelope carries it
+                Ok(typed(
                     "WELCOME",
-                    json!({"version": version, "vnic": h.vnic, "epoch": epoch, "heartbeat_ms": self.heartbeat.as_millis() as u64, "resumed": h.token.is_some()}),
+                    &msg::Welcome {
+                        version,
+                        vnic: h.vnic.clone(),
+                        heartbeat_ms: self.heartbeat.as_millis() as u64,
+                        resumed: h.token.is_some(),
+                    },
                 ))
             }
             (Op::Hello(_), _) => Err(ProtoError::new(
@@ -103,7 +109,7 @@ impl Server {
                 let c = app
                     .caps(vnic)
                     .map_err(|e| ProtoError::new(Code::UnknownVnic, e.to_string()))?;
-                Ok(("CAPS", serde_json::to_value(c).unwrap_or(Value::Null)))
+                Ok(typed("CAPS", &c))
             }
             (Op::Attach(_), View::Attached { .. }) => Err(ProtoError::new(
                 Code::AlreadyAttached,
@@ -126,12 +132,25 @@ impl Server {
                 let g = app
                     .attach(&vnic, req, owner)
                     .map_err(|e| ProtoError::new(attach_code(&e), e.to_string()))?;
-                let mut body = serde_json::to_value(&g).unwrap_or(Value::Null);
-                body["file_prefix"] = json!(app.shared_prefix());
                 tracing::info!(vnic, pid = creds.pid, epoch = g.epoch, "attached");
-                Ok(("ATTACHED", body))
+                Ok(typed(
+                    "ATTACHED",
+                    &msg::Attached {
+                        queues: g.queues,
+                        depth: g.depth,
+                        mtu: g.mtu,
+                        promisc: g.promisc,
+                        rings: g.rings,
+                        mempool: g.mempool,
+                        mac: g.mac,
+                        link: g.link,
+                        token: g.token,
+                        client_lcore: g.client_lcore,
+                        file_prefix: app.shared_prefix(),
+                    },
+                ))
             }
-            (Op::Heartbeat, _) => Ok(("HEARTBEAT", json!({}))),
+            (Op::Heartbeat, _) => Ok(typed("HEARTBEAT", &msg::Heartbeat {})),
             (Op::Detach, View::Hello { .. }) => {
                 Err(ProtoError::new(Code::NotAttached, "not attached"))
             }
@@ -141,7 +160,13 @@ impl Server {
                     .detach(&vnic)
                     .map_err(|e| ProtoError::new(attach_code(&e), e.to_string()))?;
                 tracing::info!(vnic, drained, "detached by the client");
-                Ok(("DETACHED", json!({"drained": drained})))
+                Ok(typed(
+                    "DETACHED",
+                    &msg::Detached {
+                        drained: Some(drained as u64),
+                        ..Default::default()
+                    },
+                ))
             }
             (Op::RequestFailover(_), View::Hello { .. }) => {
                 Err(ProtoError::new(Code::NotAttached, "attach first"))
@@ -155,7 +180,7 @@ impl Server {
                         &format!("requested by the client: {}", r.reason),
                     )
                     .map_err(failover_error)?;
-                Ok(("FAILOVER", event_body(&ev)))
+                Ok(typed("FAILOVER", &failover_msg(&ev)))
             }
             (
                 Op::Status

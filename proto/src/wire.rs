@@ -4,7 +4,7 @@
 //! `{"v":1,"id":N,"op":"...","epoch":E?, ...fields}`. Every reply carries the request `id` and the
 //! vNIC's `epoch`; pushes (`LINK`, `HEARTBEAT`, `DETACHED`, `CONFIG_CHANGED`, `FAILOVER`, `ERROR`)
 //! carry `id: 0`. Malformed input gets an `ERROR` reply with a `code` and changes nothing.
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 /// Protocol versions this server speaks.
@@ -318,12 +318,13 @@ pub fn parse(line: &[u8], admin: bool) -> Result<Request, (u64, ProtoError)> {
     Ok(Request { id, epoch, op })
 }
 
-/// A reply: `op`, the request id, the epoch, and the op's fields.
-pub fn reply(op: &str, id: u64, epoch: u64, body: Value) -> Value {
-    let mut m = match body {
-        Value::Object(m) => m,
-        Value::Null => Map::new(),
-        other => {
+/// A reply: `op`, the request id, the epoch, and the op's typed body (a struct of
+/// [`crate::msg`]; its fields follow the envelope).
+pub fn reply(op: &str, id: u64, epoch: u64, body: &impl Serialize) -> Value {
+    let mut m = match serde_json::to_value(body) {
+        Ok(Value::Object(m)) => m,
+        Ok(Value::Null) | Err(_) => Map::new(),
+        Ok(other) => {
             let mut m = Map::new();
             m.insert("data".into(), other);
             m
@@ -342,8 +343,30 @@ pub fn error(id: u64, epoch: u64, e: &ProtoError) -> Value {
         "ERROR",
         id,
         epoch,
-        json!({"code": e.code.as_str(), "message": e.message}),
+        &crate::msg::ErrorBody {
+            code: e.code.as_str().into(),
+            message: e.message.clone(),
+        },
     )
+}
+
+/// One message as a line on the wire.
+pub fn encode(msg: &Value) -> String {
+    let mut line = msg.to_string();
+    line.push('\n');
+    line
+}
+
+/// A request line: the envelope (`v`, `id`, `op`) and the request's fields.
+pub fn request_line(op: &str, id: u64, fields: Value) -> String {
+    let mut msg = match fields {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    msg.insert("v".into(), json!(VERSIONS[VERSIONS.len() - 1]));
+    msg.insert("id".into(), json!(id));
+    msg.insert("op".into(), json!(op));
+    encode(&Value::Object(msg))
 }
 
 #[cfg(test)]
@@ -429,7 +452,7 @@ mod tests {
 
     #[test]
     fn replies_carry_id_and_epoch() {
-        let r = reply("WELCOME", 3, 9, json!({"version": 1}));
+        let r = reply("WELCOME", 3, 9, &json!({"version": 1}));
         assert_eq!(r["id"], 3);
         assert_eq!(r["epoch"], 9);
         assert_eq!(r["op"], "WELCOME");

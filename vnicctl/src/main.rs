@@ -1,0 +1,329 @@
+//! vnicctl: the admin command line for vnicd (talks to the admin socket).
+#![forbid(unsafe_code)]
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vnic_proto::client::{Client, ClientError};
+use vnic_proto::msg::Failover;
+use vnic_proto::status::{BackingState, VnicStatus};
+
+/// Inspect and steer a running vnicd.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Admin socket of vnicd.
+    #[arg(long, default_value = "/run/vnicd/admin.sock")]
+    socket: PathBuf,
+    /// Print the raw JSON reply (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// One line per vNIC: state, client, active backing device, counters.
+    Status,
+    /// Everything: vNICs, backing devices, data cores, EAL.
+    Stats,
+    /// One vNIC in detail.
+    Show { vnic: String },
+    /// Detach a vNIC's client (it is told), drain its rings and return its mbufs.
+    Detach { vnic: String },
+    /// Planned switch to another backing device (make-before-break: nothing is lost).
+    Failover {
+        vnic: String,
+        /// Target backing device (default: the best other operational one).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Reload the config (the file vnicd runs, or FILE): only the differences are applied.
+    Reload { file: Option<PathBuf> },
+    /// The running config, what a file would change, or the reload history.
+    Config {
+        #[arg(value_parser = ["show", "diff", "history"])]
+        what: String,
+        file: Option<PathBuf>,
+    },
+    /// Turn automatic fail-back to the best-priority device on or off (a manual failover to a
+    /// lower priority turns it off).
+    AutoFailback {
+        vnic: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Take a backing device out of service or put it back, or hot-remove it.
+    Backing {
+        #[arg(value_parser = ["enable", "disable", "remove"])]
+        action: String,
+        vnic: String,
+        backing: String,
+        /// Disable even the last operational device (the vNIC's link goes down).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnicctl: {e}");
+            match e {
+                ClientError::Refused { .. } => ExitCode::from(1),
+                _ => ExitCode::from(3),
+            }
+        }
+    }
+}
+
+fn run(a: &Args) -> Result<(), ClientError> {
+    let mut c = Client::connect(&a.socket).map_err(|e| match e {
+        ClientError::Io(io) => ClientError::Io(std::io::Error::new(
+            io.kind(),
+            format!("{}: {io} (is vnicd running?)", a.socket.display()),
+        )),
+        e => e,
+    })?;
+    match &a.cmd {
+        Cmd::Status => {
+            let r = c.status()?;
+            if !json(a, &r) {
+                status_table(&r.vnics, r.generation);
+            }
+        }
+        Cmd::Stats => {
+            let r = c.stats()?;
+            if json(a, &r) {
+                return Ok(());
+            }
+            status_table(&r.vnics, r.generation);
+            println!();
+            println!(
+                "{:<6} {:<7} {:>10} {:>14} {:>14} {:>10}",
+                "CORE", "LAUNCH", "TABLE GEN", "LOOPS", "PACKETS", "CYC/PKT"
+            );
+            for c in &r.cores {
+                let cyc = if c.stats.packets > 0 {
+                    format!("{:.1}", c.stats.busy_cycles as f64 / c.stats.packets as f64)
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "{:<6} {:<7} {:>10} {:>14} {:>14} {:>10}",
+                    c.core, c.launch, c.table_generation, c.stats.loops, c.stats.packets, cyc
+                );
+            }
+            println!("DPDK {}; EAL {}", r.dpdk_version, r.eal_args.join(" "));
+        }
+        Cmd::Show { vnic } => {
+            let v = c.show(vnic)?;
+            if !json(a, &vnic_proto::msg::Show { vnic: v.clone() }) {
+                show(&v);
+            }
+        }
+        Cmd::Detach { vnic } => {
+            let r = c.admin_detach(vnic)?;
+            if !json(a, &r) {
+                println!(
+                    "{vnic}: detached, {} mbufs drained from its rings",
+                    r.drained.unwrap_or(0)
+                );
+            }
+        }
+        Cmd::Failover { vnic, to } => {
+            let r = c.failover(vnic, to.as_deref())?;
+            if !json(a, &r) {
+                println!("{vnic}: {}", switch_line(&r));
+            }
+        }
+        Cmd::AutoFailback { vnic, state } => {
+            let r = c.auto_failback(vnic, state == "on")?;
+            if !json(a, &r) {
+                println!("{vnic}: automatic fail-back {state}");
+            }
+        }
+        Cmd::Reload { file } => {
+            let r = c.reload(file.as_deref().map(abs).as_deref())?;
+            if !json(a, &r) {
+                println!(
+                    "reloaded: config generation {} in {} us",
+                    r.generation, r.took_us
+                );
+                for st in &r.steps {
+                    println!("  {st}");
+                }
+            }
+        }
+        Cmd::Config { what, file } if what == "diff" => {
+            let r = c.config_diff(file.as_deref().map(abs).as_deref())?;
+            if !json(a, &r) {
+                if r.steps.is_empty() {
+                    println!("no change");
+                }
+                for st in &r.steps {
+                    println!("  {st}");
+                }
+            }
+        }
+        Cmd::Config { what, .. } => {
+            let r = c.config_show()?;
+            if json(a, &r) {
+                return Ok(());
+            }
+            if what == "history" {
+                for h in &r.history {
+                    println!(
+                        "generation {:<4} {:<6} {:>8} us  {}  {}",
+                        h.generation,
+                        if h.ok { "ok" } else { "FAILED" },
+                        h.took_us,
+                        h.source,
+                        h.error.clone().unwrap_or_else(|| h.steps.join("; "))
+                    );
+                }
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r.config).unwrap_or_default()
+                );
+            }
+        }
+        Cmd::Backing {
+            action,
+            vnic,
+            backing,
+            force,
+        } => {
+            let r = if action == "remove" {
+                c.remove_backing(vnic, backing)?
+            } else {
+                c.set_backing(vnic, backing, action == "enable", *force)?
+            };
+            if !json(a, &r) {
+                println!("{vnic}/{backing}: {action}d");
+                if let Some(f) = &r.failover {
+                    println!("{vnic}: {}", switch_line(f));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// With --json, print the reply body (for scripts) and say so.
+fn json(a: &Args, body: &impl Serialize) -> bool {
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+    }
+    a.json
+}
+
+fn abs(p: &std::path::Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn or_null(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("null")
+}
+
+fn switch_line(f: &Failover) -> String {
+    format!("{} -> {} ({})", or_null(&f.from), f.to, f.reason)
+}
+
+fn state_word(s: &BackingState) -> (&'static str, Option<&str>) {
+    match s {
+        BackingState::Active => ("active", None),
+        BackingState::Standby => ("standby", None),
+        BackingState::Failed(r) => ("failed", Some(r)),
+        BackingState::Disabled => ("disabled", None),
+    }
+}
+
+fn show(v: &VnicStatus) {
+    println!(
+        "vNIC {}  mac {}  state {}  epoch {}",
+        v.name, v.mac, v.state, v.epoch
+    );
+    if let Some(o) = &v.owner {
+        println!("  client: {}", serde_json::to_string(o).unwrap_or_default());
+    }
+    println!(
+        "  data core {}  queues {}  ring depth {}  mtu {}",
+        v.data_core, v.queues, v.ring_depth, v.mtu
+    );
+    let s = &v.stats;
+    println!(
+        "  rx {} pkts {} bytes, drops {} | tx {} pkts {} bytes, drops {}, spoofed {}",
+        s.rx_packets, s.rx_bytes, s.rx_drops, s.tx_packets, s.tx_bytes, s.tx_drops, s.spoof_drops
+    );
+    println!(
+        "  mempool {} of {} mbufs in use",
+        v.pool_in_use, v.pool_size
+    );
+    println!(
+        "  link {}  failovers {}{}",
+        if v.link_up { "up" } else { "down" },
+        v.failover_count,
+        if v.flap_suppressed {
+            "  (fail-back held back by the flap limit)"
+        } else {
+            ""
+        }
+    );
+    if let Some(l) = &v.last_switch {
+        println!(
+            "  last switch: {} -> {} ({}), detection {} us, switch {} us",
+            or_null(&l.from),
+            l.to,
+            l.reason,
+            l.detection_us,
+            l.switch_us
+        );
+    }
+    println!(
+        "  {:<16} {:>4} {:<9} {:<5} {:<16} DEVARGS",
+        "BACKING", "PRIO", "STATE", "LINK", "PORT"
+    );
+    for b in &v.backing {
+        let (state, reason) = state_word(&b.state);
+        println!(
+            "  {:<16} {:>4} {:<9} {:<5} {:<16} {}{}",
+            b.name,
+            b.priority,
+            state,
+            if b.link_up { "up" } else { "down" },
+            b.port_label,
+            b.devargs,
+            reason.map(|r| format!("  ({r})")).unwrap_or_default()
+        );
+    }
+}
+
+fn status_table(vnics: &[VnicStatus], generation: u64) {
+    println!(
+        "{:<16} {:<17} {:<9} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
+        "VNIC", "MAC", "STATE", "PID", "ACTIVE", "RX PKTS", "TX PKTS", "RX DROPS", "TX DROPS"
+    );
+    for v in vnics {
+        println!(
+            "{:<16} {:<17} {:<9} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
+            v.name,
+            v.mac,
+            v.state,
+            v.client_pid.map(|p| p.to_string()).unwrap_or("-".into()),
+            v.active_backing.as_deref().unwrap_or("-"),
+            v.stats.rx_packets,
+            v.stats.tx_packets,
+            v.stats.rx_drops,
+            v.stats.tx_drops
+        );
+    }
+    println!("forwarding-table generation {generation}");
+}
