@@ -1,6 +1,7 @@
 //! Bindings and shim against the system DPDK, with every flag taken from `pkg-config libdpdk`.
 //! The `pkg-config` crate keeps only -I/-D, but DPDK also needs `-include rte_config.h` and
 //! `-march=...` (DESIGN §8), so we run pkg-config ourselves and pass the full list on.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a build script that cannot generate the bindings must stop the build
 use std::env;
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! `make demo`'s scenario, shortened: vnicd with the embedded config, a testpmd wire and the
 //! in-core reflecting client must forward traffic, drop nothing and return every mbuf.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 use std::process::Command;
 
 #[test]

@@ -1,6 +1,7 @@
 //! Failover between backing devices with real faults: a dpdk-testpmd peer behind each memif
 //! backing device reflects frames (io, loop topology); the test is the client and counts every
 //! frame by sequence number.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

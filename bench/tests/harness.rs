@@ -2,6 +2,7 @@
 //! `dpdk-testpmd` peer, refuses bad commands, catches a peer that duplicates frames; and
 //! `vnic-bench` stopped by Ctrl-C or by a crashed peer stops everything it started, removes its
 //! folder and writes what it measured, marked incomplete.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! vnicd with a real `dpdk-testpmd` peer on the wire side of a memif backing device: the test is
 //! the client, sends N frames through its tx ring, testpmd reflects them (io, loop topology), and
 //! exactly N come back through the client rx ring with their payload intact.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 use std::time::{Duration, Instant};
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
 use vnic_control::appliance::{Appliance, AttachRequest, BackingState, Owner, StartOptions};

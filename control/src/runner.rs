@@ -1,6 +1,7 @@
 //! The control thread on a thread of its own: an appliance plus its control and admin sockets,
 //! run by vnicd's own main loop ([`crate::mainloop`]). Tests use it to run vnicd in-process and
 //! talk to it over the real sockets (feature `testing`: its helpers panic on failure).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers (feature `testing`): they fail the test that calls them
 use crate::appliance::{Appliance, ShutdownReport, StartOptions};
 use crate::client::Client;
 use crate::config::Config;

@@ -1,4 +1,5 @@
 //! Appliance bring-up and teardown with the real EAL on vdevs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 use std::time::{Duration, Instant};
 use vnic_control::appliance::{Appliance, BackingState, StartOptions};
 use vnic_control::config;

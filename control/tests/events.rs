@@ -1,5 +1,6 @@
 //! The appliance's one event stream, and failures that must be reported as failures: a switch or
 //! a reload whose table a data core does not take.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod common;
 use common::ip_link;
 use std::time::{Duration, Instant};

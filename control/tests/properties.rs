@@ -1,5 +1,6 @@
 //! Properties of the two parsers that face input: the control/admin message parser and the config
 //! parser. Pure (no EAL).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 use proptest::prelude::*;
 use vnic_control::config;
 use vnic_control::proto;

@@ -1,6 +1,7 @@
 //! The control protocol over real Unix sockets against a real appliance (EAL, vdevs).
 //! The appliance and its server run on a thread of their own, as vnicd's control thread does;
 //! the test is the client (and reads state back over the admin socket).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod common;
 use common::raw;
 use common::start;

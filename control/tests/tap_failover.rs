@@ -1,5 +1,6 @@
 //! Failover on link loss of a `net_tap` backing device, with the link really taken down by
 //! `ip link set … down`, and a flapping link held in check by the flap limit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod common;
 use common::ip_link;
 use serde_json::json;

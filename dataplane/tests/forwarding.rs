@@ -1,5 +1,6 @@
 //! Data path on vdevs with the real EAL: net_ring ports made from our own rings play the wire,
 //! so every packet in and out is counted exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod common;
 use common::*;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Shared fixture: an appliance and its control server on a thread of their own, as vnicd's
 //! control thread runs them; tests talk to it over the real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 #![allow(dead_code)]
 use serde_json::{json, Value};
 use std::path::PathBuf;

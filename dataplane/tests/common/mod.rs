@@ -1,4 +1,5 @@
 //! Test fixture: one real EAL per test process (nextest runs each test in its own process).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 #![allow(dead_code)]
 use std::time::{Duration, Instant};
 use vnic_dataplane::{eal, Eal, EalOptions, Memory};
