@@ -12,6 +12,8 @@
 #include <rte_ethdev.h>
 #include <rte_ether.h>
 #include <rte_dev.h>
+#include <rte_devargs.h>
+#include <rte_bus.h>
 #include <rte_bus_vdev.h>
 #include <rte_eth_ring.h>
 #include <rte_thread.h>

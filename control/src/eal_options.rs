@@ -43,7 +43,7 @@ pub fn eal_options(cfg: &Config, host_has_hugepages: bool) -> Result<EalOptions,
         .vnics()
         .iter()
         .flat_map(|v| v.backing.iter())
-        .filter(|b| vnic_dataplane::port::is_pci_address(&b.devargs))
+        .filter(|b| crate::config::is_pci_address(&b.devargs))
         .map(|b| b.devargs.clone())
         .collect();
     Ok(EalOptions {

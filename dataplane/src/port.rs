@@ -76,28 +76,39 @@ unsafe extern "C" fn on_removal(
     0
 }
 
-/// True for a PCI address (`0000:03:00.1` or `03:00.1`), optionally followed by `,args`.
-pub fn is_pci_address(devargs: &str) -> bool {
-    let addr = devargs.split(',').next().unwrap_or("");
-    let parts: Vec<&str> = addr.split(':').collect();
-    let (dom, bus, devfn) = match parts.as_slice() {
-        [d, b, df] => (Some(*d), *b, *df),
-        [b, df] => (None, *b, *df),
-        _ => return false,
-    };
-    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
-    let Some((dev, func)) = devfn.split_once('.') else {
-        return false;
-    };
-    dom.is_none_or(|d| hex(d, 4))
-        && hex(bus, 2)
-        && hex(dev, 2)
-        && matches!(func.as_bytes(), [b'0'..=b'7'])
+/// A device string as DPDK's own devargs parser reads it: the bus that claims it and the device
+/// name (the part before the arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceId {
+    pub bus: String,
+    pub name: String,
 }
 
-/// The device name DPDK gives the port for these devargs (the part before the first comma).
-pub fn device_name(devargs: &str) -> &str {
-    devargs.split(',').next().unwrap_or(devargs)
+/// Parse devargs with `rte_devargs_parse` (after EAL init: the buses and PMDs are registered).
+pub fn parse_devargs(devargs: &str) -> Result<DeviceId> {
+    let cargs = c_name("devargs", devargs, 4000)?;
+    // SAFETY: rte_devargs is plain data; all-zero is its documented initial state.
+    let mut da: dpdk_sys::rte_devargs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer and C string.
+    let ret = unsafe { dpdk_sys::rte_devargs_parse(&mut da, cargs.as_ptr()) };
+    check("rte_devargs_parse", || devargs.into(), ret)?;
+    // SAFETY: on success `name` is a NUL-terminated array and `bus` a registered bus (or null);
+    // rte_devargs_reset frees what the parse allocated.
+    let id = unsafe {
+        let name = CStr::from_ptr(da.name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let bus = if da.bus.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(dpdk_sys::rte_bus_name(da.bus))
+                .to_string_lossy()
+                .into_owned()
+        };
+        dpdk_sys::rte_devargs_reset(&mut da);
+        DeviceId { bus, name }
+    };
+    Ok(id)
 }
 
 fn port_by_name(name: &str) -> Result<PortId> {
@@ -113,8 +124,8 @@ impl Port {
     /// Open the port for a backing device. A vdev (`net_memif0,role=client,...`) is hot-plugged
     /// with `rte_dev_probe`; a PCI VF must have been allow-listed at EAL init and is looked up.
     pub fn open(devargs: &str) -> Result<Port> {
-        let name = device_name(devargs).to_string();
-        let probed_by_us = if is_pci_address(devargs) {
+        let DeviceId { bus, name } = parse_devargs(devargs)?;
+        let probed_by_us = if bus == "pci" {
             false
         } else {
             let cargs = c_name("devargs", devargs, 4000)?;
@@ -569,23 +580,4 @@ pub fn port_name(id: PortId) -> Option<String> {
             .to_string_lossy()
             .into_owned()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn pci_addresses() {
-        assert!(is_pci_address("0000:03:00.1"));
-        assert!(is_pci_address("03:00.1"));
-        assert!(is_pci_address("0000:af:10.7,txq_inline=0"));
-        assert!(!is_pci_address("net_memif0,role=client"));
-        assert!(!is_pci_address("0000:03:00.8"));
-        assert!(!is_pci_address("0000:3:00.1"));
-        assert!(!is_pci_address("net_tap0,iface=a:b.c"));
-        assert_eq!(
-            device_name("net_memif0,role=client,socket=/x"),
-            "net_memif0"
-        );
-    }
 }
