@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # dpdk-testpmd ships in dpdk-dev; libdpdk-dev brings headers and libdpdk.pc.
 APT_PKGS := dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config
 
-.PHONY: all deps bench-deps hugepages build demo test bench bench-quick fmt clippy clean
+.PHONY: all deps bench-deps hugepages build demo test bench bench-quick fuzz fmt clippy clean
 
 all: build
 
@@ -48,6 +48,24 @@ bench: build bench-deps
 # The same comparison in under 2 minutes (1 round, short trials).
 bench-quick: build bench-deps
 	./target/release/vnic-bench --quick
+
+# Coverage-guided fuzzing with AFL++ (the afl crate builds it; works on stable Rust, offline).
+# Each target runs FUZZ_EXECS executions from the committed corpus in fuzz/corpus/.
+FUZZ_EXECS ?= 10000000
+FUZZ_TARGETS ?= proto_parse config_parse
+fuzz: deps
+	@command -v cargo-afl >/dev/null 2>&1 || $(CARGO) install cargo-afl --locked
+	@cargo afl config --build >/dev/null 2>&1 || cargo afl config --build --force
+	cd fuzz && $(CARGO) afl build --release
+	cd fuzz && mkdir -p out && for t in $(FUZZ_TARGETS); do \
+	  c=$${t%_parse}; \
+	  AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 \
+	    $(CARGO) afl fuzz -i corpus/$$c -o out/$$c -E $(FUZZ_EXECS) target/release/$$t >out/$$c.log 2>&1 & \
+	done; wait; \
+	for t in $(FUZZ_TARGETS); do c=$${t%_parse}; \
+	  grep -E "execs_done|saved_crashes|saved_hangs" out/$$c/default/fuzzer_stats | sed "s/^/$$t: /"; \
+	  test "$$(awk '/saved_crashes|saved_hangs/ {s+=$$3} END {print s}' out/$$c/default/fuzzer_stats)" = 0 || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all
