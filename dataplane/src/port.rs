@@ -111,6 +111,12 @@ pub fn parse_devargs(devargs: &str) -> Result<DeviceId> {
     Ok(id)
 }
 
+/// Whether an ethdev port of this name exists in this process (a device released with
+/// `rte_dev_remove` no longer does).
+pub fn ethdev_exists(name: &str) -> bool {
+    port_by_name(name).is_ok()
+}
+
 fn port_by_name(name: &str) -> Result<PortId> {
     let cname = c_name("device", name, 63)?;
     let mut id = 0u16;
