@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 use std::time::{Duration, Instant};
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
-use vnic_control::appliance::{Appliance, AttachRequest, BackingState, Owner, StartOptions};
+use vnic_control::appliance::{
+    Appliance, AttachRequest, BackingState, Command, Outcome, Owner, StartOptions,
+};
 use vnic_control::config;
 use vnic_dataplane::{eal, Burst};
 
@@ -53,18 +55,18 @@ fn frames_round_trip_through_a_real_testpmd_peer_over_memif() {
     )
     .unwrap();
     let mut app = Appliance::start(cfg, &StartOptions::default()).expect("vnicd starts");
-    let grant = app
-        .attach(
-            "vnic0",
-            AttachRequest {
-                queues: 1,
-                depth: 1024,
-                mtu: 1500,
-                promisc: false,
-            },
-            Owner::Inline,
-        )
-        .unwrap();
+    let Ok(Outcome::Attached(grant)) = app.apply(Command::Attach {
+        vnic: "vnic0".into(),
+        req: AttachRequest {
+            queues: 1,
+            depth: 1024,
+            mtu: 1500,
+            promisc: false,
+        },
+        owner: Owner::Inline,
+    }) else {
+        panic!("attach failed")
+    };
     assert_eq!(grant.epoch, 1);
     let st = app.status();
     assert_eq!(st.vnics[0].active_backing.as_deref(), Some("vf0"));

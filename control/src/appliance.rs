@@ -61,6 +61,65 @@ pub enum Event {
     },
     /// The vNIC's link as its client sees it changed: up or down, or carried by another device.
     Link { vnic: String, link: LinkState },
+    /// A reload removed or rebuilt the vNIC: its clients' sessions are over (attach again).
+    Withdrawn { vnic: String },
+}
+
+/// What a frontend asks of the appliance: every change to the model comes in as one of these.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Give a client the vNIC's rings.
+    Attach {
+        vnic: String,
+        req: AttachRequest,
+        owner: Owner,
+    },
+    /// Take them back (drained, every mbuf returned).
+    Detach { vnic: String },
+    /// Planned switch, to `to` or to the best other operational device.
+    Failover {
+        vnic: String,
+        to: Option<String>,
+        why: String,
+    },
+    /// Take a backing device out of service, or put it back.
+    SetBacking {
+        vnic: String,
+        backing: String,
+        enabled: bool,
+        force: bool,
+    },
+    /// Hot-remove a backing device.
+    RemoveBacking { vnic: String, backing: String },
+    /// Automatic fail-back on or off.
+    SetAutoFailback { vnic: String, on: bool },
+    /// Put a new config in service (only the differences change).
+    Reload { config: Box<Config>, source: String },
+}
+
+/// What a command did (the events it caused are in the queue too).
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Attached(AttachGrant),
+    Detached {
+        drained: usize,
+    },
+    /// The switch a failover made.
+    Switched(Event),
+    /// Done; the switch it caused, if any (disabling or removing the active device).
+    Changed(Option<Event>),
+    Reloaded(crate::reload::Reload),
+}
+
+/// Why a command was refused (each says whether anything changed).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Failover(#[from] FailoverError),
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
 }
 
 /// Most events held for frontends that have not drained them (the oldest go first).
@@ -126,6 +185,35 @@ impl Appliance {
             }
             None => false,
         }
+    }
+
+    /// Carry out one command: the one way frontends change the model.
+    pub fn apply(&mut self, cmd: Command) -> Result<Outcome, CommandError> {
+        Ok(match cmd {
+            Command::Attach { vnic, req, owner } => {
+                Outcome::Attached(self.attach(&vnic, req, owner)?)
+            }
+            Command::Detach { vnic } => Outcome::Detached {
+                drained: self.detach(&vnic)?,
+            },
+            Command::Failover { vnic, to, why } => {
+                Outcome::Switched(self.failover(&vnic, to.as_deref(), &why)?)
+            }
+            Command::SetBacking {
+                vnic,
+                backing,
+                enabled,
+                force,
+            } => Outcome::Changed(self.set_backing_enabled(&vnic, &backing, enabled, force)?),
+            Command::RemoveBacking { vnic, backing } => {
+                Outcome::Changed(self.remove_backing(&vnic, &backing)?)
+            }
+            Command::SetAutoFailback { vnic, on } => {
+                self.set_auto_failback(&vnic, on)?;
+                Outcome::Changed(None)
+            }
+            Command::Reload { config, source } => Outcome::Reloaded(self.reload(*config, &source)?),
+        })
     }
 
     /// Queue an event for the frontends.

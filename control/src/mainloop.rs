@@ -78,13 +78,13 @@ impl MainLoop {
             self.next_health = now + HEALTH_TICK;
         }
         let events = self.app.drain_events();
-        self.server.deliver(&self.app, &events);
+        self.server.deliver(&mut self.app, &events);
         self.server.periodic(&mut self.app);
         self.follow_watch();
         let source = self.reload_due()?;
         let result = self.server.reload(&mut self.app, None, source);
         let events = self.app.drain_events();
-        self.server.deliver(&self.app, &events);
+        self.server.deliver(&mut self.app, &events);
         Some(Reloaded { source, result })
     }
 

@@ -29,7 +29,7 @@ impl Appliance {
     /// Hot-remove a backing device at run time (`rte_dev_remove` for a vdev): switch away first
     /// if it is active, withdraw it from the data core, then close and remove it. It stays
     /// `failed: removed` until a config reload brings it back.
-    pub fn remove_backing(
+    pub(crate) fn remove_backing(
         &mut self,
         vnic: &str,
         backing: &str,
@@ -164,7 +164,7 @@ impl Appliance {
     /// Frames still arriving on the old device keep being received, so nothing is lost. As on
     /// PowerVM, choosing a worse-priority device by hand turns automatic fail-back off for the
     /// vNIC (else it would undo the choice at once); [`Appliance::set_auto_failback`] turns it on.
-    pub fn failover(
+    pub(crate) fn failover(
         &mut self,
         vnic: &str,
         to: Option<&str>,
@@ -192,7 +192,7 @@ impl Appliance {
     }
 
     /// Turn automatic fail-back on or off for a vNIC.
-    pub fn set_auto_failback(&mut self, vnic: &str, on: bool) -> Result<(), FailoverError> {
+    pub(crate) fn set_auto_failback(&mut self, vnic: &str, on: bool) -> Result<(), FailoverError> {
         let i = self.failover_index(vnic)?;
         self.vnics[i].policy.auto_priority_failover = on;
         Ok(())
@@ -228,7 +228,7 @@ impl Appliance {
 
     /// Take a backing device out of service (switching away first if it is active), or put it
     /// back (it becomes standby, or failed until its link is up).
-    pub fn set_backing_enabled(
+    pub(crate) fn set_backing_enabled(
         &mut self,
         vnic: &str,
         backing: &str,

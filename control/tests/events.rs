@@ -4,7 +4,9 @@
 mod common;
 use common::ip_link;
 use std::time::{Duration, Instant};
-use vnic_control::appliance::{Appliance, BackingState, Event, LinkState, StartOptions};
+use vnic_control::appliance::{
+    Appliance, BackingState, Command, CommandError, Event, LinkState, Outcome, StartOptions,
+};
 use vnic_control::config;
 use vnic_control::reload::ReloadError;
 use vnic_control::switch::FailoverError;
@@ -97,10 +99,15 @@ fn link_changes_and_failovers_come_out_of_one_event_stream_in_order() {
         }
     );
     // The only device left goes down: the client's link goes down, and that is an event too.
-    assert!(app
-        .set_backing_enabled("vnic0", "b", false, false)
-        .unwrap()
-        .is_none());
+    assert!(matches!(
+        app.apply(Command::SetBacking {
+            vnic: "vnic0".into(),
+            backing: "b".into(),
+            enabled: false,
+            force: false
+        }),
+        Ok(Outcome::Changed(None))
+    ));
     app.drain_events();
     ip_link(&ifc, "down");
     let ev = events_until(&mut app, 1);
@@ -132,8 +139,14 @@ fn a_switch_or_reload_the_data_core_does_not_take_is_reported_and_the_switch_und
     app.health_tick();
     app.drain_events();
     assert!(app.stop_data_core(1));
-    let e = app.failover("vnic0", Some("b"), "test").unwrap_err();
-    let FailoverError::Publish(p) = &e else {
+    let e = app
+        .apply(Command::Failover {
+            vnic: "vnic0".into(),
+            to: Some("b".into()),
+            why: "test".into(),
+        })
+        .unwrap_err();
+    let CommandError::Failover(FailoverError::Publish(p)) = &e else {
         panic!("not a publish error: {e}")
     };
     assert_eq!(p.core, 1);
@@ -156,9 +169,16 @@ fn a_switch_or_reload_the_data_core_does_not_take_is_reported_and_the_switch_und
     );
     // A reload that changes vnic0's policy must be put in service by the core: reported.
     let new = cfg(backing, 500);
-    let p = app.prepare_reload(new).unwrap();
-    let e = app.commit_reload(p, "test").unwrap_err();
-    assert!(matches!(e, ReloadError::Publish(_)), "{e}");
+    let e = app
+        .apply(Command::Reload {
+            config: Box::new(new),
+            source: "test".into(),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, CommandError::Reload(ReloadError::Publish(_))),
+        "{e}"
+    );
     assert!(
         e.to_string()
             .starts_with("the new config was applied but not put in service: data core 1"),

@@ -126,9 +126,26 @@ impl Appliance {
             .find(|s| !self.vnics.iter().any(|v| v.slot == *s) && !taken.contains(s))
     }
 
+    /// Prepare, tell the frontends which vNICs go away or are rebuilt (`Event::Withdrawn`: their
+    /// clients' sessions end), commit. A refused reload is recorded and changes nothing.
+    pub(crate) fn reload(&mut self, new: Config, source: &str) -> Result<Reload, ReloadError> {
+        let started = Instant::now();
+        let prepared = match self.prepare_reload(new) {
+            Ok(p) => p,
+            Err(e) => {
+                self.record_failed_reload(source, &e, started);
+                return Err(e);
+            }
+        };
+        for vnic in prepared.affected() {
+            self.emit(crate::appliance::Event::Withdrawn { vnic });
+        }
+        self.commit_reload(prepared, source)
+    }
+
     /// Phase 1: plan and build every new resource. On error everything built is released and the
     /// running appliance is untouched.
-    pub fn prepare_reload(&mut self, new: Config) -> Result<PreparedReload, ReloadError> {
+    pub(crate) fn prepare_reload(&mut self, new: Config) -> Result<PreparedReload, ReloadError> {
         let started = Instant::now();
         let steps = plan(&self.config, &new).map_err(ReloadError::Config)?;
         let mut new_vnics = Vec::new();
@@ -202,7 +219,7 @@ impl Appliance {
     /// Phase 2: put the prepared reload in service. Removed and recreated vNICs are detached
     /// (their clients should have been told already), moved vNICs change cores without loss,
     /// everything else is updated in place. Returns the history entry.
-    pub fn commit_reload(
+    pub(crate) fn commit_reload(
         &mut self,
         p: PreparedReload,
         source: &str,

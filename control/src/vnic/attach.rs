@@ -114,7 +114,7 @@ impl Appliance {
 
     /// Create the vNIC's client rings, bind queue i to VF queue i of the active backing device and
     /// publish the new table of its data core. Other vNICs keep forwarding throughout.
-    pub fn attach(
+    pub(crate) fn attach(
         &mut self,
         vnic: &str,
         req: AttachRequest,
@@ -197,7 +197,7 @@ impl Appliance {
 
     /// Unpublish the vNIC, then drain its rings and return every mbuf. Returns mbufs drained.
     /// The client must have stopped using the rings (it asked, died, or was told).
-    pub fn detach(&mut self, vnic: &str) -> Result<usize, AttachError> {
+    pub(crate) fn detach(&mut self, vnic: &str) -> Result<usize, AttachError> {
         let i = self.vnic_index(vnic)?;
         let Some(att) = self.vnics[i].attach.take() else {
             return Err(AttachError::NotAttached(vnic.into()));

@@ -1,24 +1,12 @@
 //! The admin socket's requests: status, stats, show, detach, failover, backing devices, reloads
 //! and config.
-use super::session::attach_code;
-use super::{failover_msg, typed, Reply, Server, Session};
-use crate::appliance::{Appliance, FailoverError, Owner};
+use super::{changed, command_error, detach, failover_msg, switched, typed, Reply, Server};
+use crate::appliance::{Appliance, Command, Outcome, Owner};
 use crate::config;
 use crate::proto::{self, Code, Op, ProtoError, Request};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vnic_proto::msg;
-
-pub(crate) fn failover_error(e: FailoverError) -> ProtoError {
-    let code = match &e {
-        FailoverError::UnknownVnic(_) => Code::UnknownVnic,
-        FailoverError::UnknownBacking { .. } => Code::UnknownBacking,
-        FailoverError::NoStandby(_) | FailoverError::LastDevice(_) => Code::NoStandby,
-        FailoverError::NotOperational(_) | FailoverError::AlreadyActive(_) => Code::NotOperational,
-        FailoverError::Publish(_) => Code::Internal,
-    };
-    ProtoError::new(code, e.to_string())
-}
 
 impl Server {
     pub(crate) fn admin(
@@ -49,9 +37,11 @@ impl Server {
                     ProtoError::new(Code::UnknownVnic, format!("unknown vNIC {:?}", a.vnic))
                 }),
             Op::AdminFailover(f) => {
-                let ev = app
-                    .failover(&f.vnic, f.to.as_deref(), "requested by the administrator")
-                    .map_err(failover_error)?;
+                let ev = switched(app.apply(Command::Failover {
+                    vnic: f.vnic.clone(),
+                    to: f.to.clone(),
+                    why: "requested by the administrator".into(),
+                }))?;
                 Ok(typed("FAILOVER", &failover_msg(&ev)))
             }
             Op::Reload(f) => {
@@ -83,9 +73,10 @@ impl Server {
                 ))
             }
             Op::AdminRemove(r) => {
-                let ev = app
-                    .remove_backing(&r.vnic, &r.backing)
-                    .map_err(failover_error)?;
+                let ev = changed(app.apply(Command::RemoveBacking {
+                    vnic: r.vnic.clone(),
+                    backing: r.backing.clone(),
+                }))?;
                 Ok(typed(
                     "REMOVE_BACKING",
                     &msg::BackingReply {
@@ -98,8 +89,10 @@ impl Server {
                 ))
             }
             Op::AdminAuto(a) => {
-                app.set_auto_failback(&a.vnic, a.enabled)
-                    .map_err(failover_error)?;
+                changed(app.apply(Command::SetAutoFailback {
+                    vnic: a.vnic.clone(),
+                    on: a.enabled,
+                }))?;
                 Ok(typed(
                     "AUTO_FAILBACK",
                     &msg::AutoFailback {
@@ -109,9 +102,12 @@ impl Server {
                 ))
             }
             Op::AdminBacking(b) => {
-                let ev = app
-                    .set_backing_enabled(&b.vnic, &b.backing, b.enabled, b.force)
-                    .map_err(failover_error)?;
+                let ev = changed(app.apply(Command::SetBacking {
+                    vnic: b.vnic.clone(),
+                    backing: b.backing.clone(),
+                    enabled: b.enabled,
+                    force: b.force,
+                }))?;
                 Ok(typed(
                     "BACKING",
                     &msg::BackingReply {
@@ -181,9 +177,7 @@ impl Server {
                 let _ = c.stream.shutdown(std::net::Shutdown::Both);
             }
         }
-        let drained = app
-            .detach(vnic)
-            .map_err(|e| ProtoError::new(attach_code(&e), e.to_string()))?;
+        let drained = detach(app, vnic)?;
         tracing::warn!(vnic, drained, "{why}");
         Ok(drained)
     }
@@ -200,9 +194,9 @@ impl Server {
         }
     }
 
-    /// Reload: parse and validate the file, prepare every new resource, tell and detach the
-    /// clients of vNICs that go away or are recreated (`CONFIG_CHANGED`), commit. On any error
-    /// nothing changes.
+    /// Reload: read and validate the file, then the appliance prepares, commits and queues a
+    /// `Withdrawn` event for each vNIC that goes away or is rebuilt (its clients get
+    /// `CONFIG_CHANGED`). On any error nothing changes.
     pub fn reload(
         &mut self,
         app: &mut Appliance,
@@ -223,38 +217,14 @@ impl Server {
                 ));
             }
         };
-        let prepared = match app.prepare_reload(cfg) {
-            Ok(p) => p,
-            Err(err) => {
-                app.record_failed_reload(&src, &err, started);
-                let code = match err {
-                    crate::appliance::ReloadError::Config(_) => Code::InvalidConfig,
-                    _ => Code::ReloadFailed,
-                };
-                return Err(ProtoError::new(code, err.to_string()));
-            }
+        let r = match app.apply(Command::Reload {
+            config: Box::new(cfg),
+            source: src,
+        }) {
+            Ok(Outcome::Reloaded(r)) => r,
+            Ok(_) => return Err(ProtoError::new(Code::Internal, "reload did not reload")),
+            Err(e) => return Err(command_error(e)),
         };
-        for vnic in prepared.affected() {
-            let ids: Vec<u64> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| matches!(&c.session, Session::Hello { vnic: v } if *v == vnic))
-                .map(|(i, _)| *i)
-                .collect();
-            for id in ids {
-                let epoch = app.vnic_epoch(&vnic).map(|e| e.0).unwrap_or(0);
-                let body = msg::ConfigChanged {
-                    vnic: vnic.clone(),
-                    reason: "the vNIC was removed or recreated by a config reload: attach again"
-                        .into(),
-                };
-                self.send(id, &proto::reply("CONFIG_CHANGED", 0, epoch, &body));
-                self.close(app, id, "config reload");
-            }
-        }
-        let r = app
-            .commit_reload(prepared, &src)
-            .map_err(|e| ProtoError::new(Code::ReloadFailed, e.to_string()))?;
         let raw = &app.config().raw();
         self.heartbeat = Duration::from_millis(raw.heartbeat_timeout_ms as u64);
         self.admin_uids = raw.admin_uids.clone();

@@ -8,7 +8,9 @@ mod transport;
 
 pub use transport::{Creds, ServerError};
 
-use crate::appliance::{Appliance, Event};
+use crate::appliance::{
+    Appliance, AttachError, Command, CommandError, Event, FailoverError, Outcome, ReloadError,
+};
 use crate::config::{self, Config};
 use crate::proto::{self, Code, ProtoError};
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
@@ -79,7 +81,57 @@ pub(crate) fn failover_msg(e: &Event) -> Option<msg::Failover> {
             to: to.clone(),
             reason: reason.clone(),
         }),
-        Event::Link { .. } => None,
+        Event::Link { .. } | Event::Withdrawn { .. } => None,
+    }
+}
+
+/// The protocol's word for a refused command.
+pub(crate) fn command_error(e: CommandError) -> ProtoError {
+    let code = match &e {
+        CommandError::Attach(a) => match a {
+            AttachError::UnknownVnic(_) => Code::UnknownVnic,
+            AttachError::AlreadyAttached(_) => Code::Busy,
+            AttachError::NotAttached(_) => Code::NotAttached,
+            AttachError::OutOfRange { .. } => Code::OutOfRange,
+            AttachError::Rings(_) | AttachError::Publish(_) => Code::Internal,
+        },
+        CommandError::Failover(f) => match f {
+            FailoverError::UnknownVnic(_) => Code::UnknownVnic,
+            FailoverError::UnknownBacking { .. } => Code::UnknownBacking,
+            FailoverError::NoStandby(_) | FailoverError::LastDevice(_) => Code::NoStandby,
+            FailoverError::NotOperational(_) | FailoverError::AlreadyActive(_) => {
+                Code::NotOperational
+            }
+            FailoverError::Publish(_) => Code::Internal,
+        },
+        CommandError::Reload(ReloadError::Config(_)) => Code::InvalidConfig,
+        CommandError::Reload(_) => Code::ReloadFailed,
+    };
+    ProtoError::new(code, e.to_string())
+}
+
+/// Detach a vNIC through the appliance; the mbufs drained.
+pub(crate) fn detach(app: &mut Appliance, vnic: &str) -> Result<usize, ProtoError> {
+    match app.apply(Command::Detach { vnic: vnic.into() }) {
+        Ok(Outcome::Detached { drained }) => Ok(drained),
+        Ok(_) => Err(ProtoError::new(Code::Internal, "detach did not detach")),
+        Err(e) => Err(command_error(e)),
+    }
+}
+
+/// The switch a failover command made.
+pub(crate) fn switched(r: Result<Outcome, CommandError>) -> Result<Event, ProtoError> {
+    match r.map_err(command_error)? {
+        Outcome::Switched(ev) => Ok(ev),
+        _ => Err(ProtoError::new(Code::Internal, "failover did not switch")),
+    }
+}
+
+/// The switch (if any) a change to a backing device caused.
+pub(crate) fn changed(r: Result<Outcome, CommandError>) -> Result<Option<Event>, ProtoError> {
+    match r.map_err(command_error)? {
+        Outcome::Changed(ev) => Ok(ev),
+        _ => Err(ProtoError::new(Code::Internal, "unexpected outcome")),
     }
 }
 
@@ -88,6 +140,13 @@ fn push_of(e: &Event) -> Reply {
     match (e, failover_msg(e)) {
         (_, Some(f)) => typed("FAILOVER", &f),
         (Event::Link { link, .. }, None) => typed("LINK", link),
+        (Event::Withdrawn { vnic }, None) => typed(
+            "CONFIG_CHANGED",
+            &msg::ConfigChanged {
+                vnic: vnic.clone(),
+                reason: "the vNIC was removed or recreated by a config reload: attach again".into(),
+            },
+        ),
         (Event::Failover { .. }, None) => typed("FAILOVER", &()),
     }
 }
@@ -140,15 +199,37 @@ impl Server {
 
     /// Tell each vNIC's attached client what the appliance's event queue says: FAILOVER and LINK
     /// pushes (id 0), in the order they happened.
-    pub fn deliver(&mut self, app: &Appliance, events: &[Event]) {
+    pub fn deliver(&mut self, app: &mut Appliance, events: &[Event]) {
         for ev in events {
-            let (Event::Failover { vnic, .. } | Event::Link { vnic, .. }) = ev;
+            if let Event::Withdrawn { vnic } = ev {
+                self.withdraw(app, vnic, ev);
+                continue;
+            }
+            let (Event::Failover { vnic, .. }
+            | Event::Link { vnic, .. }
+            | Event::Withdrawn { vnic }) = ev;
             let Some(id) = app.client_session(vnic) else {
                 continue;
             };
             let epoch = app.vnic_epoch(vnic).map(|e| e.0).unwrap_or(0);
             let (op, body) = push_of(ev);
             self.send(id, &proto::reply(op, 0, epoch, &body));
+        }
+    }
+
+    /// A reload took the vNIC away or rebuilt it: every session on it is told and closed.
+    fn withdraw(&mut self, app: &mut Appliance, vnic: &str, ev: &Event) {
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(&c.session, Session::Hello { vnic: v } if v == vnic))
+            .map(|(i, _)| *i)
+            .collect();
+        let (op, body) = push_of(ev);
+        for id in ids {
+            let epoch = app.vnic_epoch(vnic).map(|e| e.0).unwrap_or(0);
+            self.send(id, &proto::reply(op, 0, epoch, &body));
+            self.close(app, id, "config reload");
         }
     }
 
@@ -260,14 +341,16 @@ impl Server {
         };
         let _ = c.stream.shutdown(std::net::Shutdown::Both);
         if let View::Attached { vnic } = view {
-            match app.detach(&vnic) {
+            match detach(app, &vnic) {
                 Ok(drained) => tracing::warn!(
                     vnic,
                     pid = c.creds.pid,
                     drained,
                     "client gone ({why}): detached"
                 ),
-                Err(e) => tracing::error!(vnic, "client gone ({why}) but detach failed: {e}"),
+                Err(e) => {
+                    tracing::error!(vnic, "client gone ({why}) but detach failed: {}", e.message)
+                }
             }
         }
     }

@@ -1,21 +1,10 @@
 //! The client session on the control socket: HELLO, CAPS, ATTACH, HEARTBEAT, DETACH,
 //! REQUEST_FAILOVER. Whether a session is attached is the model's word (the vNIC's owner), not a
 //! second record kept here.
-use super::admin::failover_error;
-use super::{failover_msg, typed, Reply, Server, Session, View};
-use crate::appliance::{Appliance, AttachError, AttachRequest, Owner};
+use super::{command_error, detach, failover_msg, switched, typed, Reply, Server, Session, View};
+use crate::appliance::{Appliance, AttachRequest, Command, Outcome, Owner};
 use crate::proto::{self, Code, Op, ProtoError, Request};
 use vnic_proto::msg;
-
-pub(crate) fn attach_code(e: &AttachError) -> Code {
-    match e {
-        AttachError::UnknownVnic(_) => Code::UnknownVnic,
-        AttachError::AlreadyAttached(_) => Code::Busy,
-        AttachError::NotAttached(_) => Code::NotAttached,
-        AttachError::OutOfRange { .. } => Code::OutOfRange,
-        AttachError::Rings(_) | AttachError::Publish(_) => Code::Internal,
-    }
-}
 
 impl Server {
     /// One control-socket request. Nothing changes when it returns an error.
@@ -129,9 +118,16 @@ impl Server {
                     promisc: a.promisc,
                 };
                 let vnic = vnic.clone();
-                let g = app
-                    .attach(&vnic, req, owner)
-                    .map_err(|e| ProtoError::new(attach_code(&e), e.to_string()))?;
+                let Outcome::Attached(g) = app
+                    .apply(Command::Attach {
+                        vnic: vnic.clone(),
+                        req,
+                        owner,
+                    })
+                    .map_err(command_error)?
+                else {
+                    return Err(ProtoError::new(Code::Internal, "attach did not attach"));
+                };
                 tracing::info!(vnic, pid = creds.pid, epoch = g.epoch, "attached");
                 Ok(typed(
                     "ATTACHED",
@@ -156,9 +152,7 @@ impl Server {
             }
             (Op::Detach, View::Attached { vnic }) => {
                 let vnic = vnic.clone();
-                let drained = app
-                    .detach(&vnic)
-                    .map_err(|e| ProtoError::new(attach_code(&e), e.to_string()))?;
+                let drained = detach(app, &vnic)?;
                 tracing::info!(vnic, drained, "detached by the client");
                 Ok(typed(
                     "DETACHED",
@@ -172,14 +166,11 @@ impl Server {
                 Err(ProtoError::new(Code::NotAttached, "attach first"))
             }
             (Op::RequestFailover(r), View::Attached { vnic }) => {
-                let vnic = vnic.clone();
-                let ev = app
-                    .failover(
-                        &vnic,
-                        None,
-                        &format!("requested by the client: {}", r.reason),
-                    )
-                    .map_err(failover_error)?;
+                let ev = switched(app.apply(Command::Failover {
+                    vnic: vnic.clone(),
+                    to: None,
+                    why: format!("requested by the client: {}", r.reason),
+                }))?;
                 Ok(typed("FAILOVER", &failover_msg(&ev)))
             }
             (
