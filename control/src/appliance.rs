@@ -122,6 +122,14 @@ pub enum CommandError {
     Reload(#[from] ReloadError),
 }
 
+/// Wall-clock milliseconds since the Unix epoch, for records (0 if the clock is before it).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Most events held for frontends that have not drained them (the oldest go first).
 const MAX_EVENTS: usize = 4096;
 

@@ -119,10 +119,7 @@ impl Appliance {
             reason: reason.to_string(),
             detection_us,
             switch_us: t.elapsed().as_micros() as u64,
-            at_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            at_unix_ms: crate::appliance::unix_ms(),
         };
         tracing::warn!(vnic = %v.name, from = ?from_name, to = %to_name, %reason, detection_us, switch_us = rec.switch_us, "failover");
         v.last_switch = Some(rec);

@@ -406,10 +406,7 @@ impl Appliance {
         }
         let r = Reload {
             generation: self.config_generation,
-            at_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            at_unix_ms: crate::appliance::unix_ms(),
             source: source.into(),
             ok: true,
             steps: steps.iter().map(|s| s.to_string()).collect(),
@@ -448,10 +445,7 @@ impl Appliance {
     pub fn record_failed_reload(&mut self, source: &str, err: &ReloadError, started: Instant) {
         self.record(Reload {
             generation: self.config_generation,
-            at_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            at_unix_ms: crate::appliance::unix_ms(),
             source: source.into(),
             ok: false,
             steps: vec![],

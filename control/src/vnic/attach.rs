@@ -4,9 +4,9 @@ use super::build::new_token;
 use super::{Attachment, Caps, LinkState, Owner, QueueRings, CLIENT_LCORES, CLIENT_LCORE_BASE};
 use crate::appliance::Appliance;
 use crate::publish::PublishError;
-use serde::Serialize;
 use std::sync::Arc;
 use vnic_dataplane::Ring;
+use vnic_proto::msg::Attached;
 
 /// What a client asks for at ATTACH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,23 +17,11 @@ pub struct AttachRequest {
     pub promisc: bool,
 }
 
-/// What ATTACH grants.
-#[derive(Debug, Clone, Serialize)]
+/// What ATTACH grants: the client's message, and the epoch it starts.
+#[derive(Debug, Clone)]
 pub struct AttachGrant {
-    pub queues: u32,
-    pub depth: u32,
-    pub mtu: u32,
-    pub promisc: bool,
-    /// Per queue: (rx ring, tx ring) names, for `rte_ring_lookup` in the client.
-    pub rings: Vec<QueueRings>,
-    pub mempool: String,
-    pub mac: String,
-    pub link: LinkState,
-    pub token: String,
+    pub attached: Attached,
     pub epoch: u64,
-    /// EAL lcore id a separate-process client must use (mempool caches are per lcore id in
-    /// shared memory, so every process needs its own).
-    pub client_lcore: u32,
 }
 
 /// Why ATTACH or DETACH was refused. Nothing changed when one is returned.
@@ -181,17 +169,22 @@ impl Appliance {
         let mac = v.mac.to_string();
         let mempool = v.pool.name().to_string();
         Ok(AttachGrant {
-            queues: req.queues,
-            depth: req.depth,
-            mtu: req.mtu,
-            promisc: req.promisc,
-            rings: names,
-            mempool,
-            mac,
-            link: self.link(vnic)?,
-            token,
+            attached: Attached {
+                queues: req.queues,
+                depth: req.depth,
+                mtu: req.mtu,
+                promisc: req.promisc,
+                rings: names,
+                mempool,
+                mac,
+                link: self.link(vnic)?,
+                token,
+                // EAL lcore id a separate-process client must use (mempool caches are per lcore
+                // id in shared memory, so every process needs its own).
+                client_lcore: CLIENT_LCORE_BASE + (i as u32 % CLIENT_LCORES),
+                file_prefix: self.shared_prefix(),
+            },
             epoch,
-            client_lcore: CLIENT_LCORE_BASE + (i as u32 % CLIENT_LCORES),
         })
     }
 

@@ -129,22 +129,7 @@ impl Server {
                     return Err(ProtoError::new(Code::Internal, "attach did not attach"));
                 };
                 tracing::info!(vnic, pid = creds.pid, epoch = g.epoch, "attached");
-                Ok(typed(
-                    "ATTACHED",
-                    &msg::Attached {
-                        queues: g.queues,
-                        depth: g.depth,
-                        mtu: g.mtu,
-                        promisc: g.promisc,
-                        rings: g.rings,
-                        mempool: g.mempool,
-                        mac: g.mac,
-                        link: g.link,
-                        token: g.token,
-                        client_lcore: g.client_lcore,
-                        file_prefix: app.shared_prefix(),
-                    },
-                ))
+                Ok(typed("ATTACHED", &g.attached))
             }
             (Op::Heartbeat, _) => Ok(typed("HEARTBEAT", &msg::Heartbeat {})),
             (Op::Detach, View::Hello { .. }) => {
