@@ -2,7 +2,7 @@
 //! `plan` is pure (tested without devices). Preparing builds every new resource (pools, hot-
 //! plugged devices) and fails as a whole — nothing running changes until every new piece exists;
 //! committing only moves things and releases what went away.
-use crate::config::{Config, ConfigError, ConfigErrors, VnicConfig};
+use crate::config::{BackingConfig, Config, ConfigError, ConfigErrors, VnicConfig};
 use serde::Serialize;
 
 /// One step of a reload plan.
@@ -180,29 +180,17 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Step>, ConfigErrors> {
             });
         }
         // Backing devices: same name and devargs = same device; anything else is remove + add.
-        for ob in &ov.backing {
-            if !nv
-                .backing
-                .iter()
-                .any(|b| b.name == ob.name && b.devargs == ob.devargs)
-            {
-                steps.push(Step::RemoveBacking {
-                    vnic: nv.name.clone(),
-                    backing: ob.name.clone(),
-                });
-            }
+        for ob in missing(ov, nv) {
+            steps.push(Step::RemoveBacking {
+                vnic: nv.name.clone(),
+                backing: ob.name.clone(),
+            });
         }
-        for nb in &nv.backing {
-            if !ov
-                .backing
-                .iter()
-                .any(|b| b.name == nb.name && b.devargs == nb.devargs)
-            {
-                steps.push(Step::AddBacking {
-                    vnic: nv.name.clone(),
-                    backing: nb.name.clone(),
-                });
-            }
+        for nb in missing(nv, ov) {
+            steps.push(Step::AddBacking {
+                vnic: nv.name.clone(),
+                backing: nb.name.clone(),
+            });
         }
         let what = policy_changes(ov, nv);
         if !what.is_empty() {
@@ -257,6 +245,18 @@ fn policy_changes(o: &VnicConfig, n: &VnicConfig) -> Vec<String> {
         }
     }
     w
+}
+
+/// Backing devices of `a` that `b` does not have (same name and devargs = same device).
+fn missing<'a>(
+    a: &'a VnicConfig,
+    b: &'a VnicConfig,
+) -> impl Iterator<Item = &'a BackingConfig> + 'a {
+    a.backing.iter().filter(move |x| {
+        !b.backing
+            .iter()
+            .any(|y| y.name == x.name && y.devargs == x.devargs)
+    })
 }
 
 pub use vnic_proto::msg::Reload;
