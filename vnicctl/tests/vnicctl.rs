@@ -1,5 +1,6 @@
 //! vnicctl against a live control thread: tables, --json for scripts, exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
+
 // The appliance fixture is control's; vnicctl only dev-depends on control, so its own build
 // (`cargo tree -p vnicctl -e normal`) still links no DPDK.
 #[path = "../../control/tests/common/mod.rs"]
