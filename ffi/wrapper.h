@@ -16,6 +16,7 @@
 #include <rte_bus.h>
 #include <rte_bus_vdev.h>
 #include <rte_eth_ring.h>
+#include <rte_vhost.h>
 #include <rte_thread.h>
 #include <rte_version.h>
 #include "shim.h"

@@ -22,6 +22,9 @@ pub struct TestpmdOpts {
     pub port_topology: String,
     /// Extra application args (after `--`).
     pub extra: Vec<String>,
+    /// Extra EAL args (before `--`), e.g. `--single-file-segments` for a virtio-user port (a
+    /// vhost-user backend maps at most 8 memory regions; one file per hugepage would be more).
+    pub eal_extra: Vec<String>,
 }
 
 impl TestpmdOpts {
@@ -41,6 +44,7 @@ impl TestpmdOpts {
             forward_mode: "io".into(),
             port_topology: topology.into(),
             extra: vec![],
+            eal_extra: vec![],
         }
     }
 
@@ -72,6 +76,7 @@ impl TestpmdOpts {
         for v in &self.vdevs {
             a.push(format!("--vdev={v}"));
         }
+        a.extend(self.eal_extra.iter().cloned());
         a.extend([
             "--".into(),
             "-i".into(),

@@ -31,6 +31,11 @@ pub enum StartError {
     },
     #[error("vNIC {vnic}: attach: {err}")]
     Attach { vnic: String, err: AttachError },
+    #[error("vNIC {vnic}: {err}")]
+    Client {
+        vnic: String,
+        err: crate::vnic::EndpointError,
+    },
     #[error("vNIC {vnic}: {what}: {err}")]
     Vnic {
         vnic: String,
@@ -95,6 +100,18 @@ pub enum Command {
     SetAutoFailback { vnic: String, on: bool },
     /// Put a new config in service (only the differences change).
     Reload { config: Box<Config>, source: String },
+    /// A vhost-user or memif client connected: serve it.
+    Connect {
+        vnic: String,
+        side: crate::vnic::Side,
+        owner: Owner,
+    },
+    /// It went away: stop serving it (nothing to drain: those transports copy).
+    Disconnect { vnic: String },
+    /// A client of this vNIC was refused (recorded for status; the transport refused it).
+    Refused { vnic: String, why: String },
+    /// The vhost frontend enabled or disabled queues: re-map the vNIC's queues.
+    Requeue { vnic: String },
 }
 
 /// What a command did (the events it caused are in the queue too).
@@ -109,6 +126,10 @@ pub enum Outcome {
     /// Done; the switch it caused, if any (disabling or removing the active device).
     Changed(Option<Event>),
     Reloaded(crate::reload::Reload),
+    /// A client side connected (the epoch it starts).
+    Connected {
+        epoch: u64,
+    },
 }
 
 /// Why a command was refused (each says whether anything changed).
@@ -221,6 +242,20 @@ impl Appliance {
                 Outcome::Changed(None)
             }
             Command::Reload { config, source } => Outcome::Reloaded(self.reload(*config, &source)?),
+            Command::Connect { vnic, side, owner } => Outcome::Connected {
+                epoch: self.connect(&vnic, side, owner)?,
+            },
+            Command::Disconnect { vnic } => Outcome::Detached {
+                drained: self.detach(&vnic)?,
+            },
+            Command::Refused { vnic, why } => {
+                self.note_refused(&vnic, why)?;
+                Outcome::Changed(None)
+            }
+            Command::Requeue { vnic } => {
+                self.requeue(&vnic)?;
+                Outcome::Changed(None)
+            }
         })
     }
 
@@ -296,13 +331,23 @@ impl Appliance {
         }
         for (i, v) in cfg.vnics().iter().enumerate() {
             let core_idx = cfg.vnic_core_index(i);
-            let vn = build_vnic(v, cfg.mac(i), core_idx, VnicSlot(i as u32), 0)?;
+            let mut vn = build_vnic(v, cfg.mac(i), core_idx, VnicSlot(i as u32), 0)?;
+            let pc = vn.client_port_config();
+            let opened = vn.open_endpoint(&pc);
             self.vnics.push(vn);
+            opened.map_err(|err| StartError::Client {
+                vnic: v.name.clone(),
+                err,
+            })?;
         }
         if let Some(mode) = opts.inline_client {
             self.inline = Some(mode);
             for i in 0..self.vnics.len() {
                 let v = &self.vnics[i];
+                // Only shm vNICs have rings an in-core client can serve.
+                if v.client != config::ClientConfig::Shm {
+                    continue;
+                }
                 let req = AttachRequest {
                     queues: v.max_queues as u32,
                     depth: v.max_depth,
@@ -341,12 +386,12 @@ impl Appliance {
     /// The client rings of an attached vNIC queue (in-process clients and tests).
     pub fn client_rings(&self, vnic: &str, queue: u16) -> Option<(Arc<Ring>, Arc<Ring>)> {
         let v = self.vnics.iter().find(|v| v.name == vnic)?;
-        v.attach.as_ref()?.rings.get(queue as usize).cloned()
+        v.attach.as_ref()?.rings().get(queue as usize).cloned()
     }
 
     /// The mempool of a vNIC (tests and clients that allocate).
     pub fn pool(&self, vnic: &str) -> Option<&Mempool> {
-        self.vnics.iter().find(|v| v.name == vnic).map(|v| &v.pool)
+        self.vnics.iter().find(|v| v.name == vnic).map(|v| &*v.pool)
     }
 
     /// Tear down in the safe order: data cores → ports → rings drained → pools (only when full)
@@ -361,8 +406,16 @@ impl Appliance {
             c.worker.stop();
         }
         self.cores.clear();
-        // 2. Ports: stopped, closed, vdevs removed; PMDs return the mbufs they held.
+        // 2. Ports: stopped, closed, vdevs removed; PMDs return the mbufs they held. Client
+        // sides too: vhost sockets unregistered (no core runs, so their devices go at once),
+        // memif server ports closed.
         for v in &mut self.vnics {
+            if let crate::vnic::Endpoint::Memif(p) = &mut v.endpoint {
+                if let Err(e) = p.stop() {
+                    tracing::warn!(vnic = %v.name, "{e}");
+                }
+            }
+            v.endpoint = crate::vnic::Endpoint::Shm;
             for b in &mut v.backing {
                 if let Some(mut p) = b.port.take() {
                     if let Err(e) = p.stop() {
@@ -379,7 +432,7 @@ impl Appliance {
         }
         for v in &mut self.vnics {
             if let Some(att) = v.attach.take() {
-                for (rx, tx) in att.rings {
+                for (rx, tx) in att.rings() {
                     drained += rx.drain() + tx.drain();
                 }
             }

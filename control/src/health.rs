@@ -10,6 +10,7 @@ impl Appliance {
     /// state of every started device, tx progress of the active one, restart of failed memif
     /// clients, switches, fail-back and peer announcements. Returns what clients should hear.
     pub fn health_tick(&mut self) {
+        self.open_endpoints();
         let now = Instant::now();
         let mut dirty = vec![false; self.cores.len()];
         for i in 0..self.vnics.len() {

@@ -24,6 +24,7 @@ pub mod runner;
 pub use frontend::socket as server;
 pub mod status;
 pub mod switch;
+pub mod transport;
 pub mod vnic;
 
 /// The pure arbiter under its old name (kept for callers of `vnic_control::failover`).

@@ -34,6 +34,8 @@ pub struct MainLoop {
     watcher: Option<notify::RecommendedWatcher>,
     last_change: Option<Instant>,
     next_health: Instant,
+    vhost: crate::frontend::vhost::VhostFrontend,
+    memif: crate::frontend::memif::MemifFrontend,
 }
 
 impl MainLoop {
@@ -57,6 +59,8 @@ impl MainLoop {
             watcher: None,
             last_change: None,
             next_health: Instant::now(),
+            vhost: crate::frontend::vhost::VhostFrontend::new(),
+            memif: crate::frontend::memif::MemifFrontend::new(),
         }
     }
 
@@ -73,8 +77,10 @@ impl MainLoop {
             .min(HEALTH_TICK);
         self.server.poll(&mut self.app, wait);
         let now = Instant::now();
+        self.vhost.poll(&mut self.app);
         if now >= self.next_health {
             self.app.health_tick();
+            self.memif.poll(&mut self.app);
             self.next_health = now + HEALTH_TICK;
         }
         let events = self.app.drain_events();

@@ -2,9 +2,11 @@
 //! per attached vNIC queue on its active, usable backing device (standbys received from too),
 //! in-core clients, announcers in flight.
 use crate::appliance::Appliance;
-use crate::vnic::{BackingState, Owner};
+use crate::vnic::{BackingState, Endpoint, Owner, Side};
 use std::time::Instant;
-use vnic_dataplane::{Announce, FwdTable, InlineClient, QueueEntry};
+use vnic_dataplane::{
+    Announce, ClientSide, EthdevClient, FwdTable, InlineClient, QueueEntry, VhostQueue,
+};
 
 /// A data core did not take a new table. It still runs the previous one, which stays valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,17 +41,54 @@ impl Appliance {
             let Some(att) = v.attach.as_ref() else {
                 continue;
             };
-            for (q, (rx, tx)) in att.rings.iter().enumerate() {
-                let q16 = q as u16;
-                let (Some(rxq), Some(txq)) = (port.rx_queue(q16), port.tx_queue(q16)) else {
+            // Client side of vNIC queue q, by transport.
+            let enabled: Vec<u16> = match &att.side {
+                Side::Vhost { gate, pairs, .. } => enabled_pairs(gate.enabled_vrings(), *pairs),
+                _ => Vec::new(),
+            };
+            for q in 0..v.max_queues {
+                let qi = q as usize;
+                let side = match &att.side {
+                    Side::Rings(r) => match r.get(qi) {
+                        Some((rx, tx)) => ClientSide::Rings(vnic_dataplane::ClientRings::new(
+                            rx.clone(),
+                            tx.clone(),
+                        )),
+                        None => continue,
+                    },
+                    // Every VF queue delivers (to the enabled pairs in turn); a queue takes from
+                    // the guest only if its pair is enabled.
+                    Side::Vhost { vid, gate, .. } => {
+                        let Some(&to) = enabled.get(qi % enabled.len().max(1)) else {
+                            continue;
+                        };
+                        ClientSide::Vhost(VhostQueue::new(
+                            *vid,
+                            gate.clone(),
+                            to,
+                            enabled.get(qi).copied(),
+                            v.pool.clone(),
+                        ))
+                    }
+                    Side::Memif => {
+                        let Endpoint::Memif(mp) = &v.endpoint else {
+                            continue;
+                        };
+                        match (mp.rx_queue(q), mp.tx_queue(q)) {
+                            (Some(r), Some(t)) => ClientSide::Ethdev(EthdevClient::new(r, t)),
+                            _ => continue,
+                        }
+                    }
+                };
+                let (Some(rxq), Some(txq)) = (port.rx_queue(q), port.tx_queue(q)) else {
                     continue;
                 };
-                let mut e = QueueEntry::new(rxq, txq, rx.clone(), tx.clone(), v.slot);
+                let mut e = QueueEntry::with_client(rxq, txq, side, v.slot);
                 // Standby devices are received from too: frames still arriving on the old device
                 // after a switch (before upstream relearns) reach the client.
                 for (k, b) in v.backing.iter().enumerate() {
                     if k != a && b.state == BackingState::Standby && b.link_up {
-                        if let Some(srx) = b.port.as_ref().and_then(|p| p.rx_queue(q16)) {
+                        if let Some(srx) = b.port.as_ref().and_then(|p| p.rx_queue(q)) {
                             e = e.also_rx(srx);
                         }
                     }
@@ -58,14 +97,18 @@ impl Appliance {
                     e = e.with_spoof_check(v.mac.0);
                 }
                 queues.push(e);
-                if let (Owner::Inline, Some(mode)) = (&att.owner, self.inline) {
-                    clients.push(InlineClient::new(
-                        rx.clone(),
-                        tx.clone(),
-                        mode,
-                        v.slot,
-                        v.mac.0,
-                    ));
+                if let (Owner::Inline, Some(mode), Side::Rings(r)) =
+                    (&att.owner, self.inline, &att.side)
+                {
+                    if let Some((rx, tx)) = r.get(qi) {
+                        clients.push(InlineClient::new(
+                            rx.clone(),
+                            tx.clone(),
+                            mode,
+                            v.slot,
+                            v.mac.0,
+                        ));
+                    }
                 }
             }
         }
@@ -77,5 +120,18 @@ impl Appliance {
         })?;
         self.generation += 1;
         Ok(g)
+    }
+}
+
+/// The queue pairs a vhost frontend enabled (both vrings), in order; all it set up when it never
+/// said (frontends without the protocol-features bit start with every vring enabled).
+pub(crate) fn enabled_pairs(mask: u64, pairs: u16) -> Vec<u16> {
+    let on: Vec<u16> = (0..pairs.min(32))
+        .filter(|p| mask >> (2 * p) & 0b11 == 0b11)
+        .collect();
+    if on.is_empty() {
+        (0..pairs).collect()
+    } else {
+        on
     }
 }

@@ -67,9 +67,16 @@ impl Appliance {
                     .into(),
                     client_pid: v.attach.as_ref().and_then(|a| match a.owner {
                         Owner::Client { pid, .. } => Some(pid),
-                        Owner::Inline => None,
+                        _ => None,
                     }),
                     owner: v.attach.as_ref().map(|a| a.owner.clone()),
+                    transport: v.client.transport().into(),
+                    client_socket: v.client.socket().map(str::to_string),
+                    client_error: v
+                        .endpoint
+                        .error()
+                        .map(str::to_string)
+                        .or_else(|| v.client_refused.clone()),
                     epoch: v.epoch,
                     queues: v.attach.as_ref().map(|a| a.queues as u32).unwrap_or(0),
                     ring_depth: v.attach.as_ref().map(|a| a.depth).unwrap_or(0),

@@ -14,6 +14,7 @@ pub mod mempool;
 pub mod port;
 pub mod ring;
 pub mod table;
+pub mod vhost;
 pub mod worker;
 
 pub use counters::{CoreStats, VnicStats};
@@ -24,8 +25,10 @@ pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortId, PortStats, RxQueue, TxQueue};
 pub use ring::Ring;
 pub use table::{
-    Announce, ClientRings, ClientSide, FwdTable, InlineClient, InlineMode, QueueEntry, VnicSlot,
+    Announce, ClientRings, ClientSide, EthdevClient, FwdTable, InlineClient, InlineMode,
+    QueueEntry, VnicSlot,
 };
+pub use vhost::{VhostEvent, VhostMode, VhostQueue, VhostSocket, VidGate};
 pub use worker::{IdleBackoff, Launch, Worker};
 
 /// Most ethdev ports this DPDK build supports (Debian's 22.11 is built with 32): every backing

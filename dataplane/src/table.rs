@@ -45,8 +45,28 @@ impl ClientRings {
 /// from. A new client transport is one more variant here, served by the same poll loop.
 #[derive(Debug, Clone)]
 pub enum ClientSide {
-    /// A DPDK secondary process (or in-core client) on a ring pair.
+    /// A DPDK secondary process (or in-core client) on a ring pair: zero copy.
     Rings(ClientRings),
+    /// A vhost-user frontend (QEMU guest, virtio-user): one copy into and out of its memory.
+    Vhost(crate::vhost::VhostQueue),
+    /// An ethdev port's queue pair facing the client (a `net_memif` server port: the memif
+    /// protocol copies in both directions).
+    Ethdev(EthdevClient),
+}
+
+/// A client reached through an ethdev queue pair: frames for the client go out on `tx`,
+/// frames from it come in on `rx`.
+#[derive(Debug, Clone, Copy)]
+pub struct EthdevClient {
+    pub(crate) tx: TxQueue,
+    pub(crate) rx: RxQueue,
+}
+
+impl EthdevClient {
+    /// The client port's queue pair.
+    pub fn new(rx: RxQueue, tx: TxQueue) -> Self {
+        EthdevClient { tx, rx }
+    }
 }
 
 /// One vNIC queue as the data core sees it: VF rx → client, client → VF tx.
@@ -113,9 +133,11 @@ impl QueueEntry {
         &self.client
     }
     /// Capacity the data core assumes for the client's rx ring.
-    pub fn to_client_capacity(&self) -> u32 {
+    /// (Rings only: the other sides report their room per burst.)
+    pub fn to_client_capacity(&self) -> Option<u32> {
         match &self.client {
-            ClientSide::Rings(r) => r.to_client_cap,
+            ClientSide::Rings(r) => Some(r.to_client_cap),
+            ClientSide::Vhost(_) | ClientSide::Ethdev(_) => None,
         }
     }
 }

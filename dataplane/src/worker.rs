@@ -9,8 +9,9 @@ use crate::error::{Error, Result};
 use crate::mbuf::Burst;
 use crate::port::RxQueue;
 use crate::table::{
-    ClientRings, ClientSide, FwdTable, InlineClient, InlineMode, QueueEntry, VnicSlot,
+    ClientRings, ClientSide, EthdevClient, FwdTable, InlineClient, InlineMode, QueueEntry, VnicSlot,
 };
+use crate::vhost::VhostQueue;
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -71,6 +72,9 @@ struct Shared {
     vnics: Box<[VnicCounters]>,
     /// Set before launch, read-only after.
     idle: IdleBackoff,
+    /// data: wo (+1 at the end of every pass, u64::MAX once exited), vhost callbacks: ro (a
+    /// device's memory may go once every core passed after its gate closed).
+    passes: Arc<AtomicU64>,
 }
 
 enum Handle {
@@ -114,7 +118,9 @@ impl Worker {
             core: CoreCounters::default(),
             vnics,
             idle,
+            passes: Arc::new(AtomicU64::new(0)),
         });
+        crate::vhost::register_core(&shared.passes);
         let handle = match launch {
             Launch::Lcore(lcore) => {
                 let arg = Arc::into_raw(shared.clone()) as *mut c_void;
@@ -348,9 +354,9 @@ fn ring_dequeue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> usize {
     n
 }
 
-/// VF rx burst → client rx ring; returns packets moved. Raises `behind` to [`Behind::Some`]
+/// VF rx burst → client side; returns packets moved. Raises `behind` to [`Behind::Some`]
 /// when the client has a burst or more waiting that it has not taken yet, to [`Behind::Far`]
-/// when a quarter of its ring (at least two bursts) waits.
+/// when a quarter of its ring (at least two bursts) waits or it has no room at all.
 #[inline(always)]
 fn forward_rx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst, behind: &mut Behind) -> u64 {
     match &q.client {
@@ -361,7 +367,83 @@ fn forward_rx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst, behind: &mut Behi
             }
             m
         }
+        ClientSide::Vhost(v) => {
+            let mut m = rx_vhost(v, q.rx, c, b, behind);
+            for &rx in &q.also_rx {
+                m += rx_vhost(v, rx, c, b, behind);
+            }
+            m
+        }
+        ClientSide::Ethdev(e) => {
+            let mut m = rx_ethdev(e, q.rx, c, b);
+            for &rx in &q.also_rx {
+                m += rx_ethdev(e, rx, c, b);
+            }
+            m
+        }
     }
+}
+
+/// VF rx → the guest's rx vring (copied into guest memory; the mbufs go back to the pool).
+/// Back-pressure: take from the VF only as many frames as the guest has buffers posted.
+#[inline(always)]
+fn rx_vhost(
+    v: &VhostQueue,
+    rx: RxQueue,
+    c: &VnicCounters,
+    b: &mut Burst,
+    behind: &mut Behind,
+) -> u64 {
+    if !v.gate.is_open() {
+        return 0;
+    }
+    // SAFETY: the gate is open, so the device and its memory are mapped until this pass ends
+    // (destroy_device waits for it); this core is the vring's only user.
+    let room = unsafe { dpdk_sys::rte_vhost_avail_entries(v.vid, v.to_guest) } as usize;
+    if room < crate::mbuf::BURST {
+        *behind = if room == 0 {
+            Behind::Far
+        } else {
+            (*behind).max(Behind::Some)
+        };
+    }
+    if room == 0 {
+        return 0;
+    }
+    let n = rx.rx_burst_max(b, room);
+    if n == 0 {
+        return 0;
+    }
+    let bytes = sum_bytes(b);
+    // SAFETY: as above; ptrs[..n] are our mbufs, which the library only reads (copies).
+    let sent = unsafe {
+        dpdk_sys::rte_vhost_enqueue_burst(v.vid, v.to_guest, b.ptrs.as_mut_ptr(), n as u16)
+    } as usize;
+    b.free_all();
+    bump(&c.rx_packets, sent as u64);
+    bump(&c.rx_bytes, bytes);
+    if sent < n {
+        bump(&c.rx_drops, (n - sent) as u64);
+    }
+    n as u64
+}
+
+/// VF rx → the client port's tx queue. net_memif cannot report its room in advance: what its
+/// ring does not take is dropped and counted (`rx_drops`).
+#[inline(always)]
+fn rx_ethdev(e: &EthdevClient, rx: RxQueue, c: &VnicCounters, b: &mut Burst) -> u64 {
+    let n = rx.rx_burst(b);
+    if n == 0 {
+        return 0;
+    }
+    let bytes = sum_bytes(b);
+    let (sent, dropped) = e.tx.tx_burst(b);
+    bump(&c.rx_packets, sent as u64);
+    bump(&c.rx_bytes, bytes);
+    if dropped > 0 {
+        bump(&c.rx_drops, dropped as u64);
+    }
+    n as u64
 }
 
 #[inline(always)]
@@ -409,6 +491,8 @@ fn rx_one(
 fn forward_tx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
     let n = match &q.client {
         ClientSide::Rings(r) => ring_dequeue(r.from_client_raw, b),
+        ClientSide::Vhost(v) => vhost_dequeue(v, b),
+        ClientSide::Ethdev(e) => e.rx.rx_burst(b),
     };
     if n == 0 {
         return 0;
@@ -430,6 +514,30 @@ fn forward_tx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
         bump(&c.tx_drops, dropped as u64);
     }
     n as u64
+}
+
+/// Frames from the guest's tx vring, copied into mbufs of the vNIC's pool.
+#[inline(always)]
+fn vhost_dequeue(v: &VhostQueue, b: &mut Burst) -> usize {
+    let Some(vring) = v.from_guest else {
+        return 0;
+    };
+    if !v.gate.is_open() {
+        return 0;
+    }
+    // SAFETY: gate open (see rx_vhost); the pool is kept alive by the entry; ptrs has room for
+    // BURST mbufs, which become ours.
+    let n = unsafe {
+        dpdk_sys::rte_vhost_dequeue_burst(
+            v.vid,
+            vring,
+            v.pool,
+            b.ptrs.as_mut_ptr(),
+            crate::mbuf::BURST as u16,
+        )
+    } as usize;
+    b.len = n;
+    n
 }
 
 /// Keep only frames whose source MAC is `mac` (compacting the burst in place) and free the rest
@@ -595,6 +703,8 @@ fn run(s: &Shared) {
             }
         }
         last = now;
+        s.passes.fetch_add(1, Ordering::Release);
     }
     s.adopted.store(u64::MAX, Ordering::Release);
+    s.passes.store(u64::MAX, Ordering::Release);
 }

@@ -40,6 +40,21 @@ pub enum Owner {
         uid: u32,
         gid: u32,
     },
+    /// A vhost-user frontend (QEMU, virtio-user). The protocol carries no pid.
+    Vhost {
+        socket: String,
+        /// "server" (vnicd listens) or "client" (vnicd dials).
+        mode: String,
+        /// The vhost library's device id.
+        vid: i32,
+        /// Queue pairs the frontend set up, and those it enabled.
+        pairs: u32,
+        enabled_pairs: u32,
+        /// Negotiated virtio-net features, hex.
+        features: String,
+    },
+    /// A memif client (vnicd is the server). The protocol carries no pid.
+    Memif { socket: String, id: u32 },
 }
 
 /// Link as a client sees it.
@@ -151,6 +166,12 @@ pub struct VnicStatus {
     pub state: String,
     pub client_pid: Option<i32>,
     pub owner: Option<Owner>,
+    /// How clients reach it: "shm", "vhost-user" or "memif".
+    pub transport: String,
+    /// The vhost-user or memif socket it serves.
+    pub client_socket: Option<String>,
+    /// Why its client side is not serving, or why the last client was refused.
+    pub client_error: Option<String>,
     pub epoch: u64,
     pub queues: u32,
     pub ring_depth: u32,

@@ -217,6 +217,67 @@ pub struct VnicConfig {
     /// and the client rings (8191 for one device and the default ring depth).
     #[serde(default)]
     pub mbufs: Option<u32>,
+    /// How the client reaches the vNIC (default: `{"transport": "shm"}`).
+    #[serde(default)]
+    pub client: ClientConfig,
+}
+
+/// A vNIC's client transport.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClientConfig {
+    /// A DPDK secondary process on vnicd's hugepages, through the control socket: zero copy.
+    #[default]
+    Shm,
+    /// vhost-user (QEMU virtio-net, `net_virtio_user`): vnicd is the backend.
+    VhostUser {
+        /// The vhost-user socket (absolute path).
+        socket: String,
+        /// `server` (default): vnicd listens; `client`: vnicd dials the frontend's socket and
+        /// re-dials when it comes back.
+        #[serde(default)]
+        mode: VhostMode,
+    },
+    /// memif (`net_memif`, VPP, libmemif): vnicd is the memif server.
+    Memif {
+        /// The memif control socket (absolute path).
+        socket: String,
+        /// Interface id on the socket (default 0).
+        #[serde(default)]
+        id: u32,
+        /// Shared secret the client must present (at most 24 characters).
+        #[serde(default)]
+        secret: Option<String>,
+    },
+}
+
+impl ClientConfig {
+    /// The transport's name as configured (`shm`, `vhost-user`, `memif`).
+    pub fn transport(&self) -> &'static str {
+        match self {
+            ClientConfig::Shm => "shm",
+            ClientConfig::VhostUser { .. } => "vhost-user",
+            ClientConfig::Memif { .. } => "memif",
+        }
+    }
+    /// The socket file it serves, if any.
+    pub fn socket(&self) -> Option<&str> {
+        match self {
+            ClientConfig::Shm => None,
+            ClientConfig::VhostUser { socket, .. } | ClientConfig::Memif { socket, .. } => {
+                Some(socket)
+            }
+        }
+    }
+}
+
+/// Who dials on a vhost-user socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VhostMode {
+    #[default]
+    Server,
+    Client,
 }
 
 fn default_uids() -> Vec<u32> {

@@ -213,6 +213,7 @@ impl RawConfig {
         let mut backing_names: HashMap<&str, String> = HashMap::new();
         let mut devices: HashMap<String, String> = HashMap::new();
         let mut macs_seen: HashMap<MacAddr, usize> = HashMap::new();
+        let mut sockets: HashMap<&str, String> = HashMap::new();
         let mut macs = Vec::new();
         let mut vnic_cores = Vec::new();
         let first_core = self.data_cores.first().map(|d| d.core).unwrap_or(1);
@@ -280,6 +281,55 @@ impl RawConfig {
                     format!("{} backing devices, at most {MAX_BACKING}", v.backing.len()),
                 );
             }
+            if let Some(path) = v.client.socket() {
+                let cp = format!("{vp}.client.socket");
+                if let Err(m) = check_socket_path(path) {
+                    err(cp.clone(), m);
+                } else if let Some(other) = sockets.insert(path, cp.clone()) {
+                    err(cp, format!("socket {path:?} is also {other}"));
+                } else if [&self.control_socket, &self.admin_socket]
+                    .iter()
+                    .any(|p| p.as_os_str() == path)
+                {
+                    err(
+                        cp,
+                        format!("socket {path:?} is vnicd's own control or admin socket"),
+                    );
+                }
+                // File permissions are the access check these transports allow: one owner and
+                // one group.
+                if v.allowed_uids.len() > 1 {
+                    err(
+                        format!("{vp}.allowed_uids"),
+                        format!(
+                            "{} uids, but a {} socket file has one owner: give one uid and use allowed_gids for more",
+                            v.allowed_uids.len(),
+                            v.client.transport()
+                        ),
+                    );
+                }
+                if v.allowed_gids.len() > 1 {
+                    err(
+                        format!("{vp}.allowed_gids"),
+                        format!(
+                            "{} gids, but a {} socket file has one group",
+                            v.allowed_gids.len(),
+                            v.client.transport()
+                        ),
+                    );
+                }
+            }
+            if let ClientConfig::Memif {
+                secret: Some(sec), ..
+            } = &v.client
+            {
+                if sec.len() > 24 || sec.contains(',') || sec.chars().any(|c| c.is_control()) {
+                    err(
+                        format!("{vp}.client.secret"),
+                        "at most 24 characters, no commas or control characters".into(),
+                    );
+                }
+            }
             let mut labels: HashMap<&str, usize> = HashMap::new();
             for (k, b) in v.backing.iter().enumerate() {
                 let bp = format!("{vp}.backing[{k}]");
@@ -333,6 +383,28 @@ impl RawConfig {
             Err(ConfigErrors(errs))
         }
     }
+}
+
+/// A client socket path: absolute, fits a `sun_path` (107 bytes), and usable in devargs.
+pub fn check_socket_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} must be an absolute path"));
+    }
+    if p.len() > 107 {
+        return Err(format!(
+            "{} bytes, a unix socket path has at most 107",
+            p.len()
+        ));
+    }
+    if p.ends_with('/') {
+        return Err(format!("{p:?} names a directory"));
+    }
+    if p.contains(',') || p.contains('=') || p.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!(
+            "{p:?} must not contain commas, '=', spaces or control characters"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,3 +1,6 @@
-//! Frontends: each turns its clients' doings into calls on the appliance and tells them what the
-//! appliance's event queue says. Today one: the control and admin sockets.
+//! Frontends: each turns its clients' doings into commands on the appliance and tells them what
+//! the appliance's event queue says: the control and admin sockets (shm clients, vnicctl), the
+//! vhost library's device events, memif connections.
+pub mod memif;
 pub mod socket;
+pub mod vhost;

@@ -4,7 +4,10 @@ use super::{plan, Reload, Step};
 use crate::appliance::{Appliance, StartError};
 use crate::config::{self, Config, ConfigErrors};
 use crate::publish::PublishError;
-use crate::vnic::{build_backing, build_vnic, ipv4s, policy, port_config, Backing, Vnic};
+use crate::vnic::{
+    build_backing, build_vnic, ipv4s, listens, policy, port_config, precheck_listen_path, Backing,
+    Vnic,
+};
 use std::time::Instant;
 use vnic_dataplane::VnicSlot;
 
@@ -44,6 +47,8 @@ pub enum StepError {
     },
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Client(#[from] crate::vnic::EndpointError),
     #[error("{err}; the vNIC was {}", if *.restored { "restored as it was" } else { "lost: reload again" })]
     Recreate { err: Box<StepError>, restored: bool },
 }
@@ -156,6 +161,15 @@ impl Appliance {
                 step: st.to_string(),
                 cause: Box::new(cause),
             };
+            // A client socket vnicd will listen on: its directory must exist and nothing but a
+            // socket may be there (one of ours, or a stale one).
+            if let Step::AddVnic { vnic } | Step::RecreateVnic { vnic, .. } = st {
+                if let Some(vc) = new.raw().vnics.iter().find(|v| &v.name == vnic) {
+                    if let Some(path) = listens(&vc.client) {
+                        precheck_listen_path(path).map_err(|e| fail(e.into()))?;
+                    }
+                }
+            }
             match st {
                 Step::AddVnic { vnic } => {
                     let i = new
@@ -376,6 +390,17 @@ impl Appliance {
             .collect();
         drop(dropped_vnics);
         drop(dropped_ports);
+        // Client sides of new vNICs open now that those of the vNICs gone have closed (a new
+        // vNIC may take over an old one's socket). One that cannot open is retried by health.
+        for v in &mut self.vnics {
+            if matches!(
+                v.endpoint,
+                crate::vnic::Endpoint::Closed { error: None, .. }
+            ) {
+                let pc = v.client_port_config();
+                let _ = v.open_endpoint(&pc);
+            }
+        }
         // 5. Recreated vNICs are built now: their devices were the old vNIC's until a moment ago.
         //    If one cannot be built, the old one is built again from the running config.
         for name in &recreated {
@@ -436,6 +461,8 @@ impl Appliance {
             return Err(e);
         }
         v.stats_base = self.slot_stats(slot);
+        let pc = v.client_port_config();
+        v.open_endpoint(&pc)?;
         self.vnics.push(v);
         self.publish_core(core_idx)?;
         Ok(())

@@ -15,7 +15,8 @@ pub enum Step {
     RemoveVnic {
         vnic: String,
     },
-    /// Identity or queue layout changed (MAC, MTU, queues, ring depth): the client is told
+    /// Identity, queue layout or client transport changed (MAC, MTU, queues, ring depth,
+    /// client): the client is told
     /// (`CONFIG_CHANGED`) and re-attaches to the new vNIC.
     RecreateVnic {
         vnic: String,
@@ -163,6 +164,11 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Step>, ConfigErrors> {
         }
         if ov.mbufs != nv.mbufs {
             why.push("mbufs");
+        }
+        if ov.client != nv.client {
+            // A new client side (transport, socket, mode, memif id or secret): the client
+            // reconnects to the new one.
+            why.push("client");
         }
         if !why.is_empty() {
             steps.push(Step::RecreateVnic {

@@ -1,7 +1,9 @@
 //! Attach and detach: a client's rings are made, bound to the active backing device's queues
 //! and published; at detach they are withdrawn, repaired if the client died mid-move, drained.
 use super::build::new_token;
-use super::{Attachment, Caps, LinkState, Owner, QueueRings, CLIENT_LCORES, CLIENT_LCORE_BASE};
+use super::{
+    Attachment, Caps, LinkState, Owner, QueueRings, Side, CLIENT_LCORES, CLIENT_LCORE_BASE,
+};
 use crate::appliance::Appliance;
 use crate::publish::PublishError;
 use std::sync::Arc;
@@ -38,6 +40,11 @@ pub enum AttachError {
         field: &'static str,
         value: u32,
         range: String,
+    },
+    #[error("vNIC {vnic:?} is served over {transport}, not shm: connect to its socket")]
+    Transport {
+        vnic: String,
+        transport: &'static str,
     },
     #[error("cannot create client rings: {0}")]
     Rings(#[source] vnic_dataplane::Error),
@@ -96,7 +103,7 @@ impl Appliance {
         let v = self.vnics.iter().find(|v| v.name == vnic)?;
         match v.attach.as_ref()?.owner {
             Owner::Client { session, .. } => Some(session),
-            Owner::Inline => None,
+            _ => None,
         }
     }
 
@@ -112,6 +119,12 @@ impl Appliance {
         let v = &self.vnics[i];
         if v.attach.is_some() {
             return Err(AttachError::AlreadyAttached(vnic.into()));
+        }
+        if v.client != crate::config::ClientConfig::Shm {
+            return Err(AttachError::Transport {
+                vnic: vnic.into(),
+                transport: v.client.transport(),
+            });
         }
         let range = |field: &'static str, value: u32, lo: u32, hi: u32| {
             if (lo..=hi).contains(&value) {
@@ -155,7 +168,7 @@ impl Appliance {
             depth: req.depth,
             mtu: req.mtu,
             promisc: req.promisc,
-            rings,
+            side: Side::Rings(rings),
             owner,
         });
         if let Err(e) = self.publish_core(core_idx) {
@@ -188,6 +201,41 @@ impl Appliance {
         })
     }
 
+    /// A vhost or memif client connected: serve it (publish its data core's table).
+    pub(crate) fn connect(
+        &mut self,
+        vnic: &str,
+        side: Side,
+        owner: Owner,
+    ) -> Result<u64, AttachError> {
+        let i = self.vnic_index(vnic)?;
+        let v = &mut self.vnics[i];
+        if v.attach.is_some() {
+            return Err(AttachError::AlreadyAttached(vnic.into()));
+        }
+        let queues = match &side {
+            Side::Vhost { pairs, .. } => *pairs,
+            _ => v.max_queues,
+        };
+        v.attach = Some(Attachment {
+            queues,
+            depth: 0,
+            mtu: v.mtu,
+            promisc: true,
+            side,
+            owner,
+        });
+        v.client_refused = None;
+        let core_idx = v.core_idx;
+        if let Err(e) = self.publish_core(core_idx) {
+            self.vnics[i].attach = None;
+            return Err(AttachError::Publish(e));
+        }
+        let v = &mut self.vnics[i];
+        v.epoch += 1;
+        Ok(v.epoch)
+    }
+
     /// Unpublish the vNIC, then drain its rings and return every mbuf. Returns mbufs drained.
     /// The client must have stopped using the rings (it asked, died, or was told).
     pub(crate) fn detach(&mut self, vnic: &str) -> Result<usize, AttachError> {
@@ -205,7 +253,7 @@ impl Appliance {
             return Err(AttachError::Publish(e));
         }
         let mut drained = 0;
-        for (rx, tx) in &att.rings {
+        for (rx, tx) in att.rings() {
             if matches!(att.owner, Owner::Client { .. }) {
                 // A client killed mid-move leaves a half-done in-place move: finish or undo it
                 // so every mbuf is in a ring before the drain.

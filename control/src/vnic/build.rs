@@ -156,14 +156,16 @@ pub(crate) fn build_vnic(
     } else {
         format!(".{}", incarnation % 100_000)
     };
-    let pool = Mempool::new(
-        &format!("mp_{}{suffix}", v.name),
-        pool_size(v),
-        POOL_CACHE,
-        data_room(v.mtu).max(mempool::DEFAULT_DATA_ROOM),
-        socket,
-    )
-    .map_err(err("mempool"))?;
+    let pool = Arc::new(
+        Mempool::new(
+            &format!("mp_{}{suffix}", v.name),
+            pool_size(v),
+            POOL_CACHE,
+            data_room(v.mtu).max(mempool::DEFAULT_DATA_ROOM),
+            socket,
+        )
+        .map_err(err("mempool"))?,
+    );
     let port_cfg = port_config(v);
     let backing: Vec<Backing> = v
         .backing
@@ -194,6 +196,9 @@ pub(crate) fn build_vnic(
         active,
         backing,
         pool,
+        client: v.client.clone(),
+        endpoint: super::Endpoint::closed(&v.client),
+        client_refused: None,
         attach: None,
         epoch: 0,
         token: None,

@@ -2,12 +2,15 @@
 //! sockets, no JSON: frontends turn their clients' doings into commands on the appliance.
 mod attach;
 mod build;
+mod endpoint;
 
 pub use attach::{AttachError, AttachGrant, AttachRequest};
 pub(crate) use build::{build_backing, build_vnic, ipv4s, policy, port_config};
+pub(crate) use endpoint::{listens, precheck_listen_path, Endpoint};
+pub use endpoint::{EndpointError, Side};
 
 use crate::arbiter::Policy;
-use crate::config::{BackingConfig, MacAddr};
+use crate::config::{BackingConfig, ClientConfig, MacAddr};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,8 +59,18 @@ pub(crate) struct Attachment {
     pub(crate) depth: u32,
     pub(crate) mtu: u32,
     pub(crate) promisc: bool,
-    pub(crate) rings: Vec<(Arc<Ring>, Arc<Ring>)>,
+    pub(crate) side: Side,
     pub(crate) owner: Owner,
+}
+
+impl Attachment {
+    /// A shm client's ring pairs (none for the other transports).
+    pub(crate) fn rings(&self) -> &[(Arc<Ring>, Arc<Ring>)] {
+        match &self.side {
+            Side::Rings(r) => r,
+            _ => &[],
+        }
+    }
 }
 
 pub(crate) struct Vnic {
@@ -74,7 +87,12 @@ pub(crate) struct Vnic {
     pub(crate) slot: VnicSlot,
     pub(crate) active: Option<usize>,
     pub(crate) backing: Vec<Backing>,
-    pub(crate) pool: Mempool,
+    pub(crate) pool: Arc<Mempool>,
+    /// How clients reach it, and the socket or port serving them.
+    pub(crate) client: ClientConfig,
+    pub(crate) endpoint: Endpoint,
+    /// Why the last vhost/memif client was refused.
+    pub(crate) client_refused: Option<String>,
     pub(crate) attach: Option<Attachment>,
     /// Bumped at every attach and detach (and later failover); replies carry it.
     pub(crate) epoch: u64,

@@ -132,6 +132,15 @@ impl Server {
                     }
                     Some(Owner::Inline) => None,
                     Some(Owner::Client { session, .. }) => Some(session),
+                    Some(Owner::Vhost { .. } | Owner::Memif { .. }) => {
+                        return Err(ProtoError::new(
+                            Code::NotSupported,
+                            format!(
+                                "vNIC {:?} is served to a vhost-user or memif client, which disconnects itself; remove or change the vNIC by reload to end it",
+                                a.vnic
+                            ),
+                        ))
+                    }
                 };
                 let drained =
                     self.force_detach(app, &a.vnic, session, "detached by the administrator")?;

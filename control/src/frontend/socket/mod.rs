@@ -93,6 +93,7 @@ pub(crate) fn command_error(e: CommandError) -> ProtoError {
             AttachError::AlreadyAttached(_) => Code::Busy,
             AttachError::NotAttached(_) => Code::NotAttached,
             AttachError::OutOfRange { .. } => Code::OutOfRange,
+            AttachError::Transport { .. } => Code::NotSupported,
             AttachError::Rings(_) | AttachError::Publish(_) => Code::Internal,
         },
         CommandError::Failover(f) => match f {
