@@ -6,11 +6,17 @@ use vnic_dataplane::{EalOptions, Memory};
 /// Check the config against this DPDK build: every backing device is one ethdev port.
 pub fn check_build_limits(cfg: &Config) -> Result<(), ConfigErrors> {
     let devices: usize = cfg.vnics().iter().map(|v| v.backing.len()).sum();
-    if devices > vnic_dataplane::MAX_PORTS as usize {
+    // A memif client side is a port too (a vhost-user one is not).
+    let memif = cfg
+        .vnics()
+        .iter()
+        .filter(|v| matches!(v.client, crate::config::ClientConfig::Memif { .. }))
+        .count();
+    if devices + memif > vnic_dataplane::MAX_PORTS as usize {
         return Err(ConfigErrors::one(
             "vnics",
             format!(
-                "{devices} backing devices in all, but this DPDK build supports at most {} ports (RTE_MAX_ETHPORTS)",
+                "{devices} backing devices and {memif} memif client ports in all, but this DPDK build supports at most {} ports (RTE_MAX_ETHPORTS)",
                 vnic_dataplane::MAX_PORTS
             ),
         ));

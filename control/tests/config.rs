@@ -282,6 +282,109 @@ fn more_backing_devices_than_dpdk_ports_are_refused() {
     assert_err(
         &errs(v),
         "vnics",
-        "34 backing devices in all, but this DPDK build supports at most 32 ports",
+        "34 backing devices and 0 memif client ports in all, but this DPDK build supports at most 32 ports",
+    );
+}
+
+#[test]
+fn client_transports_parse_with_defaults() {
+    let mut v = base();
+    v["vnics"][0]["client"] =
+        serde_json::json!({"transport": "vhost-user", "socket": "/run/vnicd/vnic0.sock"});
+    let c = parse(&v.to_string()).unwrap();
+    assert_eq!(
+        c.vnics()[0].client,
+        config::ClientConfig::VhostUser {
+            socket: "/run/vnicd/vnic0.sock".into(),
+            mode: config::VhostMode::Server
+        }
+    );
+    v["vnics"][0]["client"] = serde_json::json!({"transport": "memif", "socket": "/run/vnicd/vnic0.memif", "secret": "s3"});
+    let c = parse(&v.to_string()).unwrap();
+    assert_eq!(c.vnics()[0].client.transport(), "memif");
+    assert_eq!(
+        parse(&base().to_string()).unwrap().vnics()[0].client,
+        config::ClientConfig::Shm
+    );
+}
+
+#[test]
+fn bad_client_transports_are_named_with_their_path() {
+    let with = |client: serde_json::Value| {
+        let mut v = base();
+        v["vnics"][0]["client"] = client;
+        v
+    };
+    let e = errs(with(serde_json::json!({"transport": "vhost"})));
+    assert_err(&e, "vnics[0].client.transport", "unknown variant `vhost`");
+    let e = errs(with(serde_json::json!({"transport": "vhost-user"})));
+    assert_err(&e, "vnics[0].client", "missing field `socket`");
+    let e = errs(with(
+        serde_json::json!({"transport": "vhost-user", "socket": "/a", "mode": "both"}),
+    ));
+    assert_err(&e, "vnics[0].client", "unknown variant `both`");
+    let e = errs(with(
+        serde_json::json!({"transport": "memif", "socket": "/a", "queues": 2}),
+    ));
+    assert_err(&e, "vnics[0].client", "unknown field `queues`");
+    let e = errs(with(
+        serde_json::json!({"transport": "memif", "socket": "run/x.sock"}),
+    ));
+    assert_err(&e, "vnics[0].client.socket", "must be an absolute path");
+    let long = format!("/{}", "x".repeat(120));
+    let e = errs(with(
+        serde_json::json!({"transport": "memif", "socket": long}),
+    ));
+    assert_err(
+        &e,
+        "vnics[0].client.socket",
+        "a unix socket path has at most 107",
+    );
+    let e = errs(with(
+        serde_json::json!({"transport": "memif", "socket": "/a,role=client"}),
+    ));
+    assert_err(&e, "vnics[0].client.socket", "must not contain commas");
+    let e = errs(with(
+        serde_json::json!({"transport": "memif", "socket": "/a", "secret": "x".repeat(25)}),
+    ));
+    assert_err(&e, "vnics[0].client.secret", "at most 24 characters");
+
+    // One owner and one group: what a socket file can express.
+    let mut v = with(serde_json::json!({"transport": "vhost-user", "socket": "/a"}));
+    v["vnics"][0]["allowed_uids"] = serde_json::json!([1000, 1001]);
+    v["vnics"][0]["allowed_gids"] = serde_json::json!([10, 11]);
+    let e = errs(v);
+    assert_err(
+        &e,
+        "vnics[0].allowed_uids",
+        "a vhost-user socket file has one owner",
+    );
+    assert_err(
+        &e,
+        "vnics[0].allowed_gids",
+        "a vhost-user socket file has one group",
+    );
+
+    // Two vNICs on one socket, or on vnicd's own.
+    let mut v = with(serde_json::json!({"transport": "memif", "socket": "/run/x.sock"}));
+    let mut second = v["vnics"][0].clone();
+    second["name"] = "vnic1".into();
+    second["mac"] = "02:00:00:00:00:02".into();
+    second["backing"] =
+        serde_json::json!([{"name": "c", "devargs": "net_null5", "port_label": "p0"}]);
+    v["vnics"].as_array_mut().unwrap().push(second);
+    let e = errs(v);
+    assert_err(
+        &e,
+        "vnics[1].client.socket",
+        "socket \"/run/x.sock\" is also vnics[0].client.socket",
+    );
+    let mut v = with(serde_json::json!({"transport": "memif", "socket": "/tmp/adm.sock"}));
+    v["admin_socket"] = "/tmp/adm.sock".into();
+    let e = errs(v);
+    assert_err(
+        &e,
+        "vnics[0].client.socket",
+        "vnicd's own control or admin socket",
     );
 }
