@@ -25,4 +25,15 @@ fn the_demo_scenario_passes() {
     // vnicd printed live status lines with both vNICs on their best-priority device.
     assert!(err.contains("vnic0@vnic0-a: rx"), "{err}");
     assert!(err.contains("vnic1@vnic1-a: rx"), "{err}");
+    // The vhost-user and memif vNICs carried the unmodified testpmd's traffic too.
+    for v in [
+        "vnic2  vhost-user active vnic2-a",
+        "vnic3  memif      active vnic3-a",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(v))
+            .unwrap_or_else(|| panic!("{v}: {out}"));
+        assert!(!line.contains("rx            0 "), "{line}");
+    }
 }

@@ -36,7 +36,7 @@ fn assert_err(e: &ConfigErrors, path: &str, needle: &str) {
 #[test]
 fn the_embedded_demo_config_is_valid() {
     let c = parse(config::DEMO_CONFIG).unwrap();
-    assert_eq!(c.vnics().len(), 2);
+    assert_eq!(c.vnics().len(), 4);
     assert_eq!(c.vnics()[0].backing.len(), 2);
     assert_eq!(c.vnics()[1].mtu, 1500, "default");
 }

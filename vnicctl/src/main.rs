@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vnic_proto::client::{Client, ClientError};
 use vnic_proto::msg::Failover;
-use vnic_proto::status::{BackingState, VnicStatus};
+use vnic_proto::status::{BackingState, Owner, VnicStatus};
 
 /// Inspect and steer a running vnicd.
 #[derive(Debug, Parser)]
@@ -251,8 +251,19 @@ fn show(v: &VnicStatus) {
         "vNIC {}  mac {}  state {}  epoch {}",
         v.name, v.mac, v.state, v.epoch
     );
+    println!(
+        "  transport {}{}",
+        v.transport,
+        v.client_socket
+            .as_deref()
+            .map(|s| format!("  socket {s}"))
+            .unwrap_or_default()
+    );
     if let Some(o) = &v.owner {
-        println!("  client: {}", serde_json::to_string(o).unwrap_or_default());
+        println!("  client: {}", client_words(o));
+    }
+    if let Some(e) = &v.client_error {
+        println!("  client side: {e}");
     }
     println!(
         "  data core {}  queues {}  ring depth {}  mtu {}",
@@ -306,17 +317,46 @@ fn show(v: &VnicStatus) {
     }
 }
 
+/// Who the client is, in words.
+fn client_words(o: &Owner) -> String {
+    match o {
+        Owner::Inline => "in-core client on the data core".into(),
+        Owner::Client { pid, uid, gid, .. } => format!("shm process pid {pid} (uid {uid}, gid {gid})"),
+        Owner::Vhost {
+            mode,
+            vid,
+            pairs,
+            enabled_pairs,
+            features,
+            ..
+        } => format!(
+            "vhost-user frontend, vnicd is the {mode}, device {vid}, {enabled_pairs} of {pairs} queue pairs enabled, features {features}"
+        ),
+        Owner::Memif { id, .. } => format!("memif client, interface id {id}"),
+    }
+}
+
 fn status_table(vnics: &[VnicStatus], generation: u64) {
     println!(
-        "{:<16} {:<17} {:<9} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
-        "VNIC", "MAC", "STATE", "PID", "ACTIVE", "RX PKTS", "TX PKTS", "RX DROPS", "TX DROPS"
+        "{:<16} {:<17} {:<9} {:<10} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
+        "VNIC",
+        "MAC",
+        "STATE",
+        "TRANSPORT",
+        "PID",
+        "ACTIVE",
+        "RX PKTS",
+        "TX PKTS",
+        "RX DROPS",
+        "TX DROPS"
     );
     for v in vnics {
         println!(
-            "{:<16} {:<17} {:<9} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
+            "{:<16} {:<17} {:<9} {:<10} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
             v.name,
             v.mac,
             v.state,
+            v.transport,
             v.client_pid.map(|p| p.to_string()).unwrap_or("-".into()),
             v.active_backing.as_deref().unwrap_or("-"),
             v.stats.rx_packets,

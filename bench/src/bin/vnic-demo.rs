@@ -1,9 +1,11 @@
 //! `make demo`: vnicd on its embedded config with a real wire. A `dpdk-testpmd` peer plays the
-//! network behind the four VFs (memif servers, io forwarding, loop topology) on CPU 0; vnicd runs
-//! its data core on CPU 1. Each vNIC's client is `vnic-client reflect`, a separate process that
-//! logs in over the control socket and works on vnicd's mbufs in shared hugepage memory (CPU 1,
-//! sharing it with the data core by yielding when idle). Without hugepages, or with `--inline`,
-//! the clients run on the data core instead. Traffic is seeded with `start tx_first`, circulates
+//! network behind the six VFs (memif servers, macswap forwarding, loop topology) on CPU 0; vnicd runs
+//! its data core on CPU 1. The shm vNICs' clients are `vnic-client reflect`, separate processes
+//! that log in over the control socket and work on vnicd's mbufs in shared hugepage memory (CPU
+//! 1, sharing it with the data core by yielding when idle); without hugepages, or with
+//! `--inline`, they run on the data core instead. The vhost-user and memif vNICs are served to
+//! one unmodified `dpdk-testpmd` (macswap) with a `net_virtio_user` and a `net_memif` client port
+//! (CPU 0); it needs hugepages (vhost-user maps the client's memory from files). Traffic is seeded with `start tx_first`, circulates
 //! for the run, then everything is stopped in the safe order and summarised.
 use clap::Parser;
 use std::path::PathBuf;
@@ -88,7 +90,20 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         "vnic-demo: starting the wire: dpdk-testpmd with {} memif server ports on CPU 0",
         vdevs.len()
     );
-    let mut wire = Testpmd::spawn(&TestpmdOpts::io(0, 1, vdevs.clone(), huge, "loop"))?;
+    // The wire answers like a peer (macswap): every frame goes back to the vNIC's MAC. Frames
+    // seeded towards a vNIC carry its MAC as destination too, so a client that swaps MACs (the
+    // unmodified testpmd) sends them back with the vNIC's own MAC as source: the spoof check
+    // passes.
+    let mut wire_opts = TestpmdOpts::io(0, 1, vdevs.clone(), huge, "loop");
+    wire_opts.forward_mode = "macswap".into();
+    let mut port = 0;
+    for v in cfg.vnics() {
+        for _ in &v.backing {
+            wire_opts.extra.push(format!("--eth-peer={port},{}", v.mac));
+            port += 1;
+        }
+    }
+    let mut wire = Testpmd::spawn(&wire_opts)?;
 
     let separate = !args.inline && huge;
     if !args.inline && !huge {
@@ -115,10 +130,45 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     if !vd.running() {
         return Err("vnicd exited during start-up".into());
     }
+    // The unmodified DPDK application on the vhost-user and memif vNICs.
+    let mut app_vdevs = Vec::new();
+    for v in cfg.vnics() {
+        match &v.client {
+            config::ClientConfig::Shm => {}
+            config::ClientConfig::VhostUser { socket, .. } => app_vdevs.push(format!(
+                "net_virtio_user{},path={socket},queues=1",
+                app_vdevs.len()
+            )),
+            config::ClientConfig::Memif { socket, id, .. } => app_vdevs.push(format!(
+                "net_memif{},role=client,socket={socket},socket-abstract=no,id={id}",
+                app_vdevs.len() + 10
+            )),
+        }
+    }
+    let mut app = None;
+    if huge && !app_vdevs.is_empty() {
+        // On CPU 0 with the wire: a third busy poller on the data core's CPU would starve it.
+        let mut o = TestpmdOpts::io(0, 1, app_vdevs.clone(), huge, "loop");
+        o.forward_mode = "macswap".into();
+        o.eal_extra.push("--single-file-segments".into());
+        let mut t = Testpmd::spawn(&o)?;
+        t.cmd("start")?;
+        let ports: Vec<usize> = (0..app_vdevs.len()).collect();
+        t.wait_links(&ports, Duration::from_secs(20))?;
+        println!(
+            "vnic-demo: dpdk-testpmd (macswap) is the client of the vhost-user and memif vNICs: {}",
+            app_vdevs.join(" ")
+        );
+        app = Some(t);
+    }
     let mut clients = Vec::new();
     if separate {
         let ctl = cfg.raw().control_socket.display();
-        for v in cfg.vnics() {
+        for v in cfg
+            .vnics()
+            .iter()
+            .filter(|v| v.client == config::ClientConfig::Shm)
+        {
             let out = vnicd::Output::ShowErrors;
             clients.push(vnicd::client(
                 &vnicd,
@@ -175,6 +225,10 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             return Err(format!("{} exited with {st}", c.name).into());
         }
     }
+    // The vhost/memif client leaves first (its devices detach), then vnicd stops.
+    if let Some(a) = app.take() {
+        a.quit();
+    }
     vd.signal(libc::SIGINT);
     let status = vd
         .wait_timeout(Duration::from_secs(15))
@@ -209,8 +263,9 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     println!("=== vnic-demo summary ({secs:.1} s) ===");
     for v in &vnics {
         println!(
-            "  {:<6} active {:<8} rx {:>12} tx {:>12} drops {}/{}",
+            "  {:<6} {:<10} active {:<8} rx {:>12} tx {:>12} drops {}/{}",
             v["name"].as_str().unwrap_or("?"),
+            v["transport"].as_str().unwrap_or("?"),
             v["active_backing"].as_str().unwrap_or("-"),
             v["rx_packets"],
             v["tx_packets"],
@@ -228,11 +283,21 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     );
     println!("  drops             {drops}");
     println!(
-        "  clients           {}",
+        "  shm clients       {}",
         if separate {
             "vnic-client reflect processes (zero copy, DPDK secondaries)"
         } else {
             "in-core reflect on the data core"
+        }
+    );
+    println!(
+        "  vhost/memif       {}",
+        if app_vdevs.is_empty() {
+            "none configured"
+        } else if huge {
+            "dpdk-testpmd macswap on net_virtio_user and net_memif (one copy each way)"
+        } else {
+            "not run: no hugepages for a vhost-user client"
         }
     );
     println!(
