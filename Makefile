@@ -4,6 +4,8 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # dpdk-testpmd ships in dpdk-dev; libdpdk-dev brings headers and libdpdk.pc.
 APT_PKGS := dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config
+# The VM test's QEMU and the busybox its guest initramfs is made of (deploy/guest/build.sh).
+VM_PKGS := qemu-system-x86 busybox-static
 
 .PHONY: all deps bench-deps hugepages build demo test bench bench-quick fuzz fmt clippy clean
 
@@ -14,6 +16,11 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+	@missing=""; for p in $(VM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
 	@$(SUDO) ./deploy/hugepages.sh

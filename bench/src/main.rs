@@ -6,6 +6,9 @@
 //! with DPDK = `baseline-ovs`), interleaved round by round: MRR per frame size and IMIX, NDR/PDR by
 //! binary search, latency at 10/50/90 % of NDR, cycles per frame of the DUT core.
 //!
+//! PV topologies (`pv-vhost`, `pv-memif`): the generator owns the wire and the client side; the
+//! device under test forwards between a memif wire port and a vhost-user or memif client port.
+//!
 //! Other scenarios: `scale` (vNICs on one data core), `failover` (outage), `reload` (latency and
 //! loss), and the closed-loop forwarding A/B of the foundation issue (`null`, `memif`: vnicd vs
 //! testpmd io on two `net_null` ports and on a seeded memif loop), `client`, `attach`.
@@ -53,6 +56,11 @@ enum Scenario {
     Memif,
     /// In-core vs separate-process client on one vNIC.
     Client,
+    /// PV over vhost-user: the generator's virtio-user port is the client; vnicd vs testpmd io
+    /// (net_vhost) vs OVS-DPDK (dpdkvhostuserclient), with the shm path in the same run.
+    PvVhost,
+    /// PV over memif: the generator's memif client port is the client; same devices.
+    PvMemif,
     /// ATTACH/DETACH latency.
     Attach,
 }
@@ -548,7 +556,32 @@ fn run(args: Args) -> Res<()> {
 
     // Line-rate summary first in the report.
     let size_labels: Vec<String> = plan.sizes.iter().map(|(l, _)| l.clone()).collect();
-    let (topo_json, topo_md) = report::summarize(&topo_rounds, &size_labels, &plan.latency_at);
+    // Each family of topologies is compared within itself (its own baselines).
+    let family_rounds = |f: topo::Family| -> Vec<topo::TopoRound> {
+        topo_rounds
+            .iter()
+            .filter(|r| r.topo.family() == f)
+            .cloned()
+            .collect()
+    };
+    let (topo_json, mut topo_md) = report::summarize(
+        &family_rounds(topo::Family::Wire),
+        &size_labels,
+        &plan.latency_at,
+    );
+    let mut pv_json = serde_json::json!({});
+    for (f, key, title) in [
+        (topo::Family::PvVhost, "pv_vhost", "PV over vhost-user: vnic-gen's net_virtio_user port is the client; DUT between a memif wire port and a vhost-user port"),
+        (topo::Family::PvMemif, "pv_memif", "PV over memif: vnic-gen's memif client port is the client; DUT between a memif wire port and a memif server port"),
+    ] {
+        let rs = family_rounds(f);
+        if rs.is_empty() {
+            continue;
+        }
+        let (j, m) = report::summarize(&rs, &size_labels, &plan.latency_at);
+        pv_json[key] = j;
+        topo_md.push_str(&format!("\n{title}\n{m}"));
+    }
     let mut goals: Vec<String> = Vec::new();
     if !topo_rounds.is_empty() {
         let has = |t: topo::Topo| topo_rounds.iter().any(|r| r.topo == t);
@@ -595,6 +628,58 @@ fn run(args: Args) -> Res<()> {
                         if s.median > 1.0 { "met" } else { "NOT met" }
                     ));
                 }
+            }
+        }
+        // PV over vhost-user: vnicd against the software limit and against what VMs get today.
+        for (base, goal) in [
+            (topo::Topo::PvVhostTestpmdIo, 1.0),
+            (topo::Topo::PvVhostOvsDpdk, 1.3),
+        ] {
+            if !(has(topo::Topo::PvVhostVnicd) && has(base)) {
+                continue;
+            }
+            for (what, f) in [
+                (
+                    "MRR",
+                    report::mrr as fn(&topo::TopoRound, &str) -> Option<f64>,
+                ),
+                ("PDR", report::pdr),
+            ] {
+                if let Some(s) =
+                    report::round_ratio(&topo_rounds, topo::Topo::PvVhostVnicd, base, |r| {
+                        f(r, "64")
+                    })
+                {
+                    g(format!(
+                        "pv-vhost vnicd {what} 64 B = {:.3} x {}: goal >= {goal} {}",
+                        s.median,
+                        base.name(),
+                        if s.median >= goal { "met" } else { "NOT met" }
+                    ));
+                }
+            }
+        }
+        // What the copy costs: vnicd's cycles per frame on each transport at 64 B MRR.
+        let cpf = |t: topo::Topo| {
+            report::Stat::of(
+                &topo_rounds
+                    .iter()
+                    .filter(|r| r.topo == t)
+                    .filter_map(|r| r.mrr.iter().find(|m| m.size == "64"))
+                    .filter_map(|m| m.cycles_per_packet)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let shm = cpf(topo::Topo::Vnicd);
+        for t in [topo::Topo::PvVhostVnicd, topo::Topo::PvMemifVnicd] {
+            if let (Some(a), Some(b)) = (cpf(t), shm.as_ref()) {
+                g(format!(
+                    "vnicd cycles per frame at 64 B MRR: {} {:.0} vs shm (zero copy, pvp) {:.0} = {:.2} x (medians; the shm figure includes its client process sharing the CPU)",
+                    t.name(),
+                    a.median,
+                    b.median,
+                    a.median / b.median
+                ));
             }
         }
         let p99 = |t: topo::Topo| {
@@ -684,7 +769,7 @@ fn run(args: Args) -> Res<()> {
                  "final_seconds": plan.final_seconds, "latency_seconds": plan.latency_seconds,
                  "warmup": plan.warmup, "precision": plan.precision},
         "ovs_skipped": ovs_skipped,
-        "line_rate": {"summary": topo_json},
+        "line_rate": {"summary": topo_json, "pv": pv_json},
         "goals": goals,
         "trials": trials, "summary": summaries,
         "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "scale": scale_json,

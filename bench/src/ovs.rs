@@ -75,9 +75,14 @@ fn run(dir: &Path, prog: &str, args: &[&str]) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A port given as `vhostuserclient:PATH` is a `dpdkvhostuserclient` port on PATH (OVS dials the
+/// frontend there); any other is `type=dpdk` with those devargs.
+pub const VHOST_USER_CLIENT: &str = "vhostuserclient:";
+
 impl Ovs {
     /// Start OVS in `dir` (made empty first) with its PMD thread on `pmd_cpu` and its main
-    /// thread on `main_cpu`, and add one port per devargs (their memif servers must be up).
+    /// thread on `main_cpu`, and add one port per devargs (their memif servers must be up) or
+    /// [`VHOST_USER_CLIENT`] path.
     pub fn start(dir: &Path, ports: &[String], pmd_cpu: u32, main_cpu: u32) -> Res<Ovs> {
         if let Some(why) = missing() {
             return Err(why.into());
@@ -175,21 +180,21 @@ impl Ovs {
         .map_err(|e| format!("{e} (see {})", log()))?;
         for (i, p) in ports.iter().enumerate() {
             let name = format!("p{i}");
-            vsctl(&[
-                "add-port",
-                "br0",
-                &name,
-                "--",
-                "set",
-                "Interface",
-                &name,
-                "type=dpdk",
-                &format!("options:dpdk-devargs={p}"),
+            let ofport = format!("ofport_request={}", i + 1);
+            let mut args = vec!["add-port", "br0", &name, "--", "set", "Interface", &name];
+            let devargs;
+            let server_path;
+            if let Some(path) = p.strip_prefix(VHOST_USER_CLIENT) {
+                // A VM's port as OVS users set it up: OVS dials the frontend's socket.
+                server_path = format!("options:vhost-server-path={path}");
+                args.extend(["type=dpdkvhostuserclient", server_path.as_str()]);
+            } else {
+                devargs = format!("options:dpdk-devargs={p}");
                 // OVS opens two tx queues per port; a memif server must offer two (DESIGN §8).
-                "options:n_rxq=2",
-                &format!("ofport_request={}", i + 1),
-            ])
-            .map_err(|e| format!("{e} (see {})", log()))?;
+                args.extend(["type=dpdk", devargs.as_str(), "options:n_rxq=2"]);
+            }
+            args.push(&ofport);
+            vsctl(&args).map_err(|e| format!("{e} (see {})", log()))?;
             let err = vsctl(&["get", "Interface", &name, "error"]).unwrap_or_default();
             if !err.trim().is_empty() && err.trim() != "[]" {
                 return Err(format!("OVS port {name} ({p}): {}", err.trim()).into());

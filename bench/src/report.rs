@@ -103,15 +103,10 @@ fn lat(r: &TopoRound, share: f64, f: impl Fn(&vnic_bench::gen::Latency) -> f64) 
 
 /// The topologies present, in a fixed order.
 pub fn topos(rounds: &[TopoRound]) -> Vec<Topo> {
-    [
-        Topo::Vnicd,
-        Topo::VnicdInline,
-        Topo::TestpmdIo,
-        Topo::OvsDpdk,
-    ]
-    .into_iter()
-    .filter(|t| rounds.iter().any(|r| r.topo == *t))
-    .collect()
+    Topo::ALL
+        .into_iter()
+        .filter(|t| rounds.iter().any(|r| r.topo == *t))
+        .collect()
 }
 
 /// JSON summary and Markdown of all rounds.
@@ -126,10 +121,7 @@ pub fn summarize(
         md.push_str(&s);
         md.push('\n');
     };
-    let bases: Vec<Topo> = [Topo::TestpmdIo, Topo::OvsDpdk]
-        .into_iter()
-        .filter(|b| ts.contains(b))
-        .collect();
+    let bases: Vec<Topo> = ts.iter().copied().filter(|t| t.is_base()).collect();
     let duts: Vec<Topo> = ts.iter().copied().filter(|t| !bases.contains(t)).collect();
     let n_rounds = rounds.iter().map(|r| r.round).max().map_or(0, |m| m + 1);
     // MRR per size.

@@ -64,6 +64,8 @@ pub(crate) fn setup(args: &Args) -> Res<Setup> {
             Scenario::Pvp,
             Scenario::BaselineTestpmd,
             Scenario::BaselineOvs,
+            Scenario::PvVhost,
+            Scenario::PvMemif,
             Scenario::Scale,
             Scenario::Failover,
             Scenario::Reload,
@@ -89,6 +91,8 @@ pub(crate) fn setup(args: &Args) -> Res<Setup> {
                 | Scenario::Failover
                 | Scenario::Null
                 | Scenario::Memif
+                | Scenario::PvVhost
+                | Scenario::PvMemif
         )
     });
     if needs_testpmd && !which_testpmd() {
@@ -105,6 +109,20 @@ pub(crate) fn setup(args: &Args) -> Res<Setup> {
             Scenario::BaselineTestpmd => topos.push(topo::Topo::TestpmdIo),
             Scenario::BaselineOvs => topos.push(topo::Topo::OvsDpdk),
             Scenario::Latency => topos.extend([topo::Topo::Vnicd, topo::Topo::TestpmdIo]),
+            // The shm path (vnicd with client processes) runs in the same rounds: what the copy
+            // of the other transports costs.
+            Scenario::PvVhost => topos.extend([
+                topo::Topo::PvVhostVnicd,
+                topo::Topo::PvVhostTestpmdIo,
+                topo::Topo::PvVhostOvsDpdk,
+                topo::Topo::Vnicd,
+            ]),
+            Scenario::PvMemif => topos.extend([
+                topo::Topo::PvMemifVnicd,
+                topo::Topo::PvMemifTestpmdIo,
+                topo::Topo::PvMemifOvsDpdk,
+                topo::Topo::Vnicd,
+            ]),
             _ => {}
         }
     }
@@ -115,14 +133,14 @@ pub(crate) fn setup(args: &Args) -> Res<Setup> {
         new
     });
     let mut ovs_skipped: Option<String> = None;
-    if topos.contains(&topo::Topo::OvsDpdk) {
+    if topos.iter().any(|t| t.dut() == topo::DutKind::Ovs) {
         if let Some(why) = vnic_bench::ovs::missing() {
             if set == [Scenario::BaselineOvs] {
                 return Err(why.into());
             }
             eprintln!("vnic-bench: baseline-ovs skipped: {why}");
             ovs_skipped = Some(why);
-            topos.retain(|t| *t != topo::Topo::OvsDpdk);
+            topos.retain(|t| t.dut() != topo::DutKind::Ovs);
         }
     }
     // The host check comes after every input check (programs, CPUs, hugepages): what the user

@@ -9,6 +9,14 @@
 //! - `vnicd-inline`: the same vNICs with the in-core bounce client (no client process).
 //! - `testpmd-io`: `dpdk-testpmd --forward-mode=io` (the software limit of this topology).
 //! - `ovs-dpdk`: Open vSwitch with DPDK, `in_port` flows.
+//!
+//! The PV topologies (vsperf's and CSIT's PVP fitted to two CPUs): the generator owns both ends,
+//! the wire side (a memif port to the device under test's backing device) and the client side (a
+//! `net_virtio_user` port for vhost-user, a memif client port for memif); the device under test
+//! forwards between them on CPU 1. Devices: vnicd (one vNIC, the client side its vhost-user or
+//! memif transport), `dpdk-testpmd --forward-mode=io` between `net_memif` and `net_vhost` or two
+//! `net_memif` ports (the software limit), Open vSwitch with DPDK with a `dpdkvhostuserclient`
+//! port (or a memif port) and the memif wire port. Every frame crosses the device once.
 use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -27,16 +35,78 @@ pub enum Topo {
     VnicdInline,
     TestpmdIo,
     OvsDpdk,
+    PvVhostVnicd,
+    PvVhostTestpmdIo,
+    PvVhostOvsDpdk,
+    PvMemifVnicd,
+    PvMemifTestpmdIo,
+    PvMemifOvsDpdk,
+}
+
+/// Topologies whose figures are compared with each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// Generator ↔ two memif wires ↔ DUT (vnicd with shm clients).
+    Wire,
+    PvVhost,
+    PvMemif,
+}
+
+/// Who forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DutKind {
+    Vnicd,
+    VnicdInline,
+    Testpmd,
+    Ovs,
 }
 
 impl Topo {
+    pub const ALL: [Topo; 10] = [
+        Topo::Vnicd,
+        Topo::VnicdInline,
+        Topo::TestpmdIo,
+        Topo::OvsDpdk,
+        Topo::PvVhostVnicd,
+        Topo::PvVhostTestpmdIo,
+        Topo::PvVhostOvsDpdk,
+        Topo::PvMemifVnicd,
+        Topo::PvMemifTestpmdIo,
+        Topo::PvMemifOvsDpdk,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Topo::Vnicd => "vnicd",
             Topo::VnicdInline => "vnicd-inline",
             Topo::TestpmdIo => "testpmd-io",
             Topo::OvsDpdk => "ovs-dpdk",
+            Topo::PvVhostVnicd => "pv-vhost-vnicd",
+            Topo::PvVhostTestpmdIo => "pv-vhost-testpmd-io",
+            Topo::PvVhostOvsDpdk => "pv-vhost-ovs-dpdk",
+            Topo::PvMemifVnicd => "pv-memif-vnicd",
+            Topo::PvMemifTestpmdIo => "pv-memif-testpmd-io",
+            Topo::PvMemifOvsDpdk => "pv-memif-ovs-dpdk",
         }
+    }
+    pub fn family(self) -> Family {
+        match self {
+            Topo::Vnicd | Topo::VnicdInline | Topo::TestpmdIo | Topo::OvsDpdk => Family::Wire,
+            Topo::PvVhostVnicd | Topo::PvVhostTestpmdIo | Topo::PvVhostOvsDpdk => Family::PvVhost,
+            Topo::PvMemifVnicd | Topo::PvMemifTestpmdIo | Topo::PvMemifOvsDpdk => Family::PvMemif,
+        }
+    }
+    pub fn dut(self) -> DutKind {
+        match self {
+            Topo::Vnicd | Topo::PvVhostVnicd | Topo::PvMemifVnicd => DutKind::Vnicd,
+            Topo::VnicdInline => DutKind::VnicdInline,
+            Topo::TestpmdIo | Topo::PvVhostTestpmdIo | Topo::PvMemifTestpmdIo => DutKind::Testpmd,
+            Topo::OvsDpdk | Topo::PvVhostOvsDpdk | Topo::PvMemifOvsDpdk => DutKind::Ovs,
+        }
+    }
+    /// A baseline (what vnicd is compared against), not vnicd.
+    pub fn is_base(self) -> bool {
+        matches!(self.dut(), DutKind::Testpmd | DutKind::Ovs)
     }
 }
 
@@ -71,6 +141,9 @@ pub struct Plan {
 
 /// The device under test, running.
 pub struct Dut {
+    /// vnicd's `packets` counts hops; frames cross it twice in the wire topology (VF → client
+    /// → VF), once in a PV one.
+    hops_per_frame: f64,
     vnicd: Option<Guard>,
     clients: Vec<Guard>,
     testpmd: Option<Testpmd>,
@@ -85,10 +158,16 @@ pub enum Mark {
 }
 
 impl Dut {
-    /// Start the DUT on memif client ports `ports`.
+    /// Start the DUT on memif client ports `ports`, or for a PV topology on the wire port and
+    /// the client side (`ports[0]`, `ports[1]`).
     pub fn start(env: &TopoEnv, topo: Topo, ports: &[String]) -> Res<Dut> {
         let admin = env.dir.join("admin.sock");
         let mut d = Dut {
+            hops_per_frame: if topo.family() == Family::Wire {
+                2.0
+            } else {
+                1.0
+            },
             vnicd: None,
             clients: Vec::new(),
             testpmd: None,
@@ -96,6 +175,67 @@ impl Dut {
             admin: admin.clone(),
         };
         match topo {
+            Topo::PvVhostVnicd | Topo::PvMemifVnicd => {
+                let client = if topo == Topo::PvVhostVnicd {
+                    json!({"transport": "vhost-user", "socket": ports[1]})
+                } else {
+                    json!({"transport": "memif", "socket": ports[1]})
+                };
+                let cfg = json!({
+                    "eal": {"cores": [env.gen_cpu, env.dut_cpu], "main_core": env.gen_cpu, "memory_mb": 512},
+                    "data_cores": [{"core": env.dut_cpu, "idle_sleep_us": 0}],
+                    "control_socket": env.dir.join("control.sock"),
+                    "admin_socket": admin,
+                    "stats_interval_ms": 60000,
+                    "vnics": [{
+                        // The generator's client-side port sends from 02:00:00:00:10:02: the
+                        // vNIC's MAC, so the spoof check passes (and runs).
+                        "name": "vnic0", "mac": "02:00:00:00:10:02", "client": client,
+                        "backing": [{"name": "vf0", "devargs": ports[0], "port_label": "p0"}]
+                    }]
+                });
+                let mut g =
+                    vnicd::spawn(&env.vnicd, &env.dir.join("vnicd.json"), &cfg, &[], false)?;
+                vnicd::wait_for(&admin, &mut g, "vnicd", Duration::from_secs(20), |_| true)?;
+                d.vnicd = Some(g);
+            }
+            Topo::PvVhostTestpmdIo | Topo::PvMemifTestpmdIo => {
+                let cl = if topo == Topo::PvVhostTestpmdIo {
+                    format!("net_vhost0,iface={},queues=1", ports[1])
+                } else {
+                    format!(
+                        "net_memif1,role=server,socket={},socket-abstract=no,id=0",
+                        ports[1]
+                    )
+                };
+                let mut o = TestpmdOpts::io(
+                    env.dut_cpu,
+                    env.gen_cpu,
+                    vec![ports[0].clone(), cl],
+                    env.huge,
+                    "paired",
+                );
+                o.extra.push("--record-core-cycles".into());
+                let mut t = Testpmd::spawn(&o)?;
+                t.cmd("start")?;
+                d.testpmd = Some(t);
+            }
+            Topo::PvVhostOvsDpdk | Topo::PvMemifOvsDpdk => {
+                let cl = if topo == Topo::PvVhostOvsDpdk {
+                    format!("{}{}", vnic_bench::ovs::VHOST_USER_CLIENT, ports[1])
+                } else {
+                    format!(
+                        "net_memif1,role=server,socket={},socket-abstract=no,id=0",
+                        ports[1]
+                    )
+                };
+                d.ovs = Some(Ovs::start(
+                    &env.dir.join("ovs"),
+                    &[ports[0].clone(), cl],
+                    env.dut_cpu,
+                    env.gen_cpu,
+                )?);
+            }
             Topo::TestpmdIo => {
                 let mut o =
                     TestpmdOpts::io(env.dut_cpu, env.gen_cpu, ports.to_vec(), env.huge, "paired");
@@ -202,11 +342,11 @@ impl Dut {
             let b = vnicd::admin(&self.admin, "STATS", json!({}))?["cores"][0].clone();
             let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
             let d = |k: &str| f(&b, k) - f(&a, k);
-            // `packets` counts hops (VF→ring and ring→VF): a forwarded frame is two.
+            // `packets` counts hops (VF→client and client→VF).
             let (p, busy, loops, bl) =
                 (d("packets"), d("busy_cycles"), d("loops"), d("busy_loops"));
             return Ok((
-                (p > 0.0).then(|| busy / (p / 2.0)),
+                (p > 0.0).then(|| busy / (p / self.hops_per_frame)),
                 (loops > 0.0).then(|| 1.0 - bl / loops),
             ));
         }
@@ -291,6 +431,9 @@ pub fn run_round(
     check: &dyn Fn() -> Res<()>,
 ) -> Res<TopoRound> {
     let t0 = Instant::now();
+    if topo.family() != Family::Wire {
+        return run_pv_round(env, topo, round, plan, progress, check);
+    }
     let n = 2;
     for i in 0..n {
         let _ = std::fs::remove_file(sock(&env.dir, i));
@@ -322,6 +465,83 @@ pub fn run_round(
     let r = measure(&mut gen, &mut dut, topo, round, plan, progress, check);
     dut.stop();
     gen.quit();
+    let mut r = r?;
+    r.setup_s = setup_s;
+    r.seconds = t0.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// A PV round: the device under test first (it listens on the wire and the client side, except
+/// OVS, which dials the generator's vhost-user socket), then the generator dials in.
+fn run_pv_round(
+    env: &TopoEnv,
+    topo: Topo,
+    round: u32,
+    plan: &Plan,
+    progress: &mut dyn FnMut(&str),
+    check: &dyn Fn() -> Res<()>,
+) -> Res<TopoRound> {
+    let t0 = Instant::now();
+    let wire_sock = env.dir.join("pvwire.sock").display().to_string();
+    let client_sock = env.dir.join("pvclient.sock").display().to_string();
+    for s in [&wire_sock, &client_sock] {
+        let _ = std::fs::remove_file(s);
+    }
+    let ovs = topo.dut() == DutKind::Ovs;
+    let vhost = topo.family() == Family::PvVhost;
+    let mut dut = Dut::start(
+        env,
+        topo,
+        &[
+            format!("net_memif0,role=server,socket={wire_sock},id=0"),
+            client_sock.clone(),
+        ],
+    )?;
+    let gen_ports = [
+        format!("net_memif0,role=client,socket={wire_sock},id=0"),
+        if vhost {
+            // OVS's dpdkvhostuserclient dials: the generator's end listens.
+            format!(
+                "net_virtio_user0,path={client_sock},queues=1{}",
+                if ovs { ",server=1" } else { "" }
+            )
+        } else {
+            format!("net_memif1,role=client,socket={client_sock},socket-abstract=no,id=0")
+        },
+    ];
+    // OVS opens two queues on its memif ports: the generator's clients match them.
+    let queues = if ovs { 2 } else { 1 };
+    let started = Gen::spawn(&env.vnicd, env.gen_cpu, &gen_ports, queues, env.huge)
+        .and_then(|mut g| g.wait_listening(Duration::from_secs(20)).map(|()| g));
+    let mut gen = match started {
+        Ok(g) => g,
+        Err(e) => {
+            dut.stop();
+            return Err(e);
+        }
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        match gen.poll_ready(Duration::from_millis(100)) {
+            Ok(true) => break,
+            Ok(false) if dut.alive() && Instant::now() < end => {}
+            Ok(false) => {
+                dut.stop();
+                gen.quit();
+                return Err(format!("{}: links not up after 30 s", topo.name()).into());
+            }
+            Err(e) => {
+                dut.stop();
+                gen.quit();
+                return Err(e);
+            }
+        }
+    }
+    let setup_s = t0.elapsed().as_secs_f64();
+    let r = measure(&mut gen, &mut dut, topo, round, plan, progress, check);
+    // The generator (the client) leaves first: its devices detach, then the DUT stops.
+    gen.quit();
+    dut.stop();
     let mut r = r?;
     r.setup_s = setup_s;
     r.seconds = t0.elapsed().as_secs_f64();

@@ -130,8 +130,16 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
+    // A vhost-user backend maps at most 8 memory regions: one file for all of our memory, not
+    // one per hugepage.
+    let virtio = a.ports.iter().any(|p| p.starts_with("net_virtio_user"));
     let opts = EalOptions {
         program: "vnic-gen".into(),
+        extra: if virtio && !a.no_huge {
+            vec!["--single-file-segments".into()]
+        } else {
+            vec![]
+        },
         cores: vec![a.cpu],
         main_core: a.cpu,
         memory_mb: 256,
@@ -161,9 +169,16 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     for d in &a.ports {
         let mut p = Port::open(d)?;
+        // --queues is for memif ports (OVS wants two); a virtio-user port has the queue pairs its
+        // devargs say (one: more would need a control queue).
+        let queues = if d.starts_with("net_virtio_user") {
+            1
+        } else {
+            a.queues
+        };
         p.configure(
             &PortConfig {
-                queues: a.queues,
+                queues,
                 rx_desc: 1024,
                 tx_desc: 1024,
                 mtu: None,
@@ -172,7 +187,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             &g.pool,
         )?;
         p.start()?;
-        for q in 0..a.queues {
+        for q in 0..queues {
             g.rxq.extend(p.rx_queue(q));
         }
         g.txq.extend(p.tx_queue(0));
