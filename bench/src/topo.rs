@@ -451,20 +451,49 @@ pub fn run_round(
     let mut gen = Gen::spawn(&env.vnicd, env.gen_cpu, &server, queues, env.huge)?;
     // The memif servers must listen before the clients dial.
     gen.wait_listening(Duration::from_secs(20))?;
-    let mut dut = Dut::start(env, topo, &client)?;
+    let dut = Dut::start(env, topo, &client)?;
+    // The DUT is the memif clients' side here: it stops first.
+    serve_round(gen, dut, t0, false, topo, round, plan, progress, check)
+}
+
+/// Wait for every link, run the plan, stop both (the generator first when it is the client:
+/// its devices detach before the DUT goes). A DUT that dies or links that stay down end the
+/// round with an error.
+#[allow(clippy::too_many_arguments)]
+fn serve_round(
+    mut gen: Gen,
+    mut dut: Dut,
+    t0: Instant,
+    gen_first: bool,
+    topo: Topo,
+    round: u32,
+    plan: &Plan,
+    progress: &mut dyn FnMut(&str),
+    check: &dyn Fn() -> Res<()>,
+) -> Res<TopoRound> {
     let end = Instant::now() + Duration::from_secs(30);
-    while !gen.poll_ready(Duration::from_millis(100))? {
-        if !dut.alive() {
-            return Err(format!("{} exited before its links came up", topo.name()).into());
+    let up = loop {
+        match gen.poll_ready(Duration::from_millis(100)) {
+            Ok(true) => break Ok(()),
+            Ok(false) if !dut.alive() => {
+                break Err(format!("{} exited before its links came up", topo.name()).into())
+            }
+            Ok(false) if Instant::now() > end => {
+                break Err(format!("{}: links not up after 30 s", topo.name()).into())
+            }
+            Ok(false) => {}
+            Err(e) => break Err(e),
         }
-        if Instant::now() > end {
-            return Err(format!("{}: links not up after 30 s", topo.name()).into());
-        }
-    }
+    };
     let setup_s = t0.elapsed().as_secs_f64();
-    let r = measure(&mut gen, &mut dut, topo, round, plan, progress, check);
-    dut.stop();
-    gen.quit();
+    let r = up.and_then(|()| measure(&mut gen, &mut dut, topo, round, plan, progress, check));
+    if gen_first {
+        gen.quit();
+        dut.stop();
+    } else {
+        dut.stop();
+        gen.quit();
+    }
     let mut r = r?;
     r.setup_s = setup_s;
     r.seconds = t0.elapsed().as_secs_f64();
@@ -489,7 +518,7 @@ fn run_pv_round(
     }
     let ovs = topo.dut() == DutKind::Ovs;
     let vhost = topo.family() == Family::PvVhost;
-    let mut dut = Dut::start(
+    let dut = Dut::start(
         env,
         topo,
         &[
@@ -513,39 +542,15 @@ fn run_pv_round(
     let queues = if ovs { 2 } else { 1 };
     let started = Gen::spawn(&env.vnicd, env.gen_cpu, &gen_ports, queues, env.huge)
         .and_then(|mut g| g.wait_listening(Duration::from_secs(20)).map(|()| g));
-    let mut gen = match started {
+    let gen = match started {
         Ok(g) => g,
         Err(e) => {
             dut.stop();
             return Err(e);
         }
     };
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        match gen.poll_ready(Duration::from_millis(100)) {
-            Ok(true) => break,
-            Ok(false) if dut.alive() && Instant::now() < end => {}
-            Ok(false) => {
-                dut.stop();
-                gen.quit();
-                return Err(format!("{}: links not up after 30 s", topo.name()).into());
-            }
-            Err(e) => {
-                dut.stop();
-                gen.quit();
-                return Err(e);
-            }
-        }
-    }
-    let setup_s = t0.elapsed().as_secs_f64();
-    let r = measure(&mut gen, &mut dut, topo, round, plan, progress, check);
-    // The generator (the client) leaves first: its devices detach, then the DUT stops.
-    gen.quit();
-    dut.stop();
-    let mut r = r?;
-    r.setup_s = setup_s;
-    r.seconds = t0.elapsed().as_secs_f64();
-    Ok(r)
+    // The generator is the client here: it leaves first.
+    serve_round(gen, dut, t0, true, topo, round, plan, progress, check)
 }
 
 fn measure(

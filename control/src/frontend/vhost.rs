@@ -66,12 +66,7 @@ fn handle(app: &mut Appliance, ev: VhostEvent) {
                 enabled_pairs: enabled as u32,
                 features: format!("{features:#x}"),
             };
-            let side = Side::Vhost {
-                vid,
-                gate,
-                pairs,
-                features,
-            };
+            let side = Side::Vhost { vid, gate, pairs };
             match app.apply(Command::Connect {
                 vnic: vnic.clone(),
                 side,

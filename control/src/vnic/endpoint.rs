@@ -50,12 +50,12 @@ impl Endpoint {
 pub enum Side {
     /// shm: the client's ring pairs.
     Rings(Vec<(Arc<Ring>, Arc<Ring>)>),
-    /// A vhost device: its id and gate, and the queue pairs it set up.
+    /// A vhost device: its id and gate, and the queue pairs it set up (its features are in the
+    /// owner record).
     Vhost {
         vid: i32,
         gate: Arc<VidGate>,
         pairs: u16,
-        features: u64,
     },
     /// The memif port's connection (the port itself is the endpoint's).
     Memif,
@@ -165,23 +165,15 @@ impl Vnic {
         if !matches!(self.endpoint, Endpoint::Closed { .. }) {
             return Ok(());
         }
-        let r = self.try_open(port_cfg);
-        match &r {
+        match self.try_open(port_cfg) {
             Ok(ep) => {
                 tracing::info!(vnic = %self.name, transport = self.client.transport(),
                     socket = self.client.socket().unwrap_or(""), "client side open");
-                let _ = ep;
-            }
-            Err(err) => {
-                tracing::error!(vnic = %self.name, "client side not open: {err}");
-            }
-        }
-        match r {
-            Ok(ep) => {
                 self.endpoint = ep;
                 Ok(())
             }
             Err(err) => {
+                tracing::error!(vnic = %self.name, "client side not open: {err}");
                 self.endpoint = Endpoint::Closed {
                     error: Some(err.to_string()),
                     next_try: Instant::now() + REOPEN_EVERY,
