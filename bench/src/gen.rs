@@ -39,7 +39,29 @@ pub struct TrialResult {
     pub rx_fps: f64,
     pub gen_limited: bool,
     pub latency: Option<Latency>,
+    /// Per port, in `--port` order.
+    #[serde(default)]
+    pub ports: Vec<PortResult>,
     pub error: Option<String>,
+}
+
+/// One port's share of a trial.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct PortResult {
+    pub offered: u64,
+    pub received: u64,
+    pub lost: u64,
+    /// Longest time between two frames coming back on this port (µs).
+    pub max_gap_us: f64,
+}
+
+/// Where and how a generator runs beyond its ports.
+#[derive(Debug, Clone, Default)]
+pub struct GenPlace {
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// Destination MAC per port (default 02:00:00:00:00:0N+1).
+    pub dst: Vec<String>,
 }
 
 /// The IMIX the harness uses: the classic 7:4:1 of 64, 570 and 1518 bytes, interleaved.
@@ -59,7 +81,30 @@ impl Gen {
     /// Start `vnic-gen` (next to `vnicd`) on `cpu` with these ports. It answers once every link
     /// is up; call [`Gen::wait_ready`] after the device under test is started.
     pub fn spawn(vnicd: &Path, cpu: u32, ports: &[String], queues: u16, huge: bool) -> Res<Gen> {
-        let mut cmd = Command::new(vnicd.with_file_name("vnic-gen"));
+        Self::spawn_at(vnicd, cpu, ports, queues, huge, &GenPlace::default())
+    }
+
+    /// [`Gen::spawn`] in a network namespace and/or with chosen destination MACs.
+    pub fn spawn_at(
+        vnicd: &Path,
+        cpu: u32,
+        ports: &[String],
+        queues: u16,
+        huge: bool,
+        place: &GenPlace,
+    ) -> Res<Gen> {
+        let bin = vnicd.with_file_name("vnic-gen");
+        let mut cmd = match &place.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        for d in &place.dst {
+            cmd.arg("--dst").arg(d);
+        }
         cmd.arg("--cpu").arg(cpu.to_string());
         cmd.arg("--queues").arg(queues.to_string());
         for p in ports {

@@ -68,6 +68,14 @@ pub enum Event {
     Link { vnic: String, link: LinkState },
     /// A reload removed or rebuilt the vNIC: its clients' sessions are over (attach again).
     Withdrawn { vnic: String },
+    /// The vNIC is moving to another appliance: its shm client starts a successor there.
+    Migrate {
+        vnic: String,
+        control_socket: String,
+        token: String,
+    },
+    /// The vNIC moved to `to` and was released here: its clients' sessions are over.
+    Migrated { vnic: String, to: String },
 }
 
 /// What a frontend asks of the appliance: every change to the model comes in as one of these.
@@ -112,6 +120,32 @@ pub enum Command {
     Refused { vnic: String, why: String },
     /// The vhost frontend enabled or disabled queues: re-map the vNIC's queues.
     Requeue { vnic: String },
+    /// Source: begin moving a vNIC (its export comes back).
+    MigrateOut {
+        vnic: String,
+        to: String,
+        dry_run: bool,
+    },
+    /// Source: the destination prepared it; tell its client.
+    MigratePrepared {
+        vnic: String,
+        prepared: crate::mobility::Prepared,
+    },
+    /// Source: cut over (send what the client has, stop forwarding).
+    MigrateStop { vnic: String },
+    /// Source: the destination forwards; release the vNIC here.
+    MigrateDone { vnic: String, cutover_us: u64 },
+    /// Source: the move failed before the destination took over; forward as before.
+    MigrateFailed { vnic: String, why: String },
+    /// Destination: build an arriving vNIC (`peer` names the source).
+    MigrateIn {
+        prepare: Box<crate::mobility::Prepare>,
+        peer: String,
+    },
+    /// Destination: the source stopped; forward and announce.
+    MigrateCutover { cutover: crate::mobility::Cutover },
+    /// Destination: release an arriving vNIC.
+    MigrateAbort { vnic: String, why: String },
 }
 
 /// What a command did (the events it caused are in the queue too).
@@ -130,6 +164,16 @@ pub enum Outcome {
     Connected {
         epoch: u64,
     },
+    /// A move began: the vNIC as the destination needs it.
+    Exported(Box<crate::mobility::VnicExport>),
+    /// The destination prepared the vNIC (or, for a dry run, could).
+    Prepared(crate::mobility::Prepared),
+    /// Source, prepared: whether a client must arrive at the destination before cutover.
+    ClientMoves(bool),
+    /// Source, cut over: what the destination takes over.
+    Stopped(crate::mobility::Cutover),
+    /// A migration's record after the step.
+    Migration(Box<crate::mobility::Migration>),
 }
 
 /// Why a command was refused (each says whether anything changed).
@@ -141,6 +185,8 @@ pub enum CommandError {
     Failover(#[from] FailoverError),
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    #[error(transparent)]
+    Mobility(#[from] crate::mobility::MobilityError),
 }
 
 /// Wall-clock milliseconds since the Unix epoch, for records (0 if the clock is before it).
@@ -193,6 +239,12 @@ pub struct Appliance {
     pub(crate) eal: Option<Eal>,
     /// Events not yet drained by the frontends, oldest first.
     pub(crate) events: VecDeque<Event>,
+    /// Migrations in either direction, oldest first (bounded).
+    pub(crate) migrations: VecDeque<crate::mobility::Record>,
+    /// vNICs of our config that moved away (a reload does not bring them back).
+    pub(crate) departed: Vec<crate::mobility::Departed>,
+    /// vNICs that moved here (in the running config, not in the file; reloads keep them).
+    pub(crate) adopted: Vec<String>,
 }
 
 impl Drop for Appliance {
@@ -256,6 +308,29 @@ impl Appliance {
                 self.requeue(&vnic)?;
                 Outcome::Changed(None)
             }
+            Command::MigrateOut { vnic, to, dry_run } => {
+                Outcome::Exported(Box::new(self.begin_outgoing(&vnic, &to, dry_run)?))
+            }
+            Command::MigratePrepared { vnic, prepared } => {
+                Outcome::ClientMoves(self.outgoing_prepared(&vnic, &prepared)?)
+            }
+            Command::MigrateStop { vnic } => Outcome::Stopped(self.stop_outgoing(&vnic)?),
+            Command::MigrateDone { vnic, cutover_us } => {
+                Outcome::Migration(Box::new(self.finish_outgoing(&vnic, cutover_us)?))
+            }
+            Command::MigrateFailed { vnic, why } => {
+                self.fail_outgoing(&vnic, &why)?;
+                Outcome::Changed(None)
+            }
+            Command::MigrateIn { prepare, peer } => {
+                Outcome::Prepared(self.prepare_incoming(*prepare, &peer)?)
+            }
+            Command::MigrateCutover { cutover } => {
+                Outcome::Migration(Box::new(self.cutover_incoming(cutover)?))
+            }
+            Command::MigrateAbort { vnic, why } => {
+                Outcome::Migration(Box::new(self.abort_incoming(&vnic, &why)?))
+            }
         })
     }
 
@@ -305,6 +380,9 @@ impl Appliance {
             inline: None,
             eal: Some(eal),
             events: VecDeque::new(),
+            migrations: VecDeque::new(),
+            departed: Vec::new(),
+            adopted: Vec::new(),
         };
         app.bring_up(opts)?;
         Ok(app)

@@ -11,6 +11,7 @@ impl Appliance {
     /// clients, switches, fail-back and peer announcements. Returns what clients should hear.
     pub fn health_tick(&mut self) {
         self.open_endpoints();
+        self.expire_incoming();
         let now = Instant::now();
         let mut dirty = vec![false; self.cores.len()];
         for i in 0..self.vnics.len() {
@@ -135,17 +136,7 @@ impl Appliance {
             }
             // 4. Announcements in flight.
             let v = &mut self.vnics[i];
-            if v.announce_left > 0 && now >= v.next_announce {
-                v.announce_left -= 1;
-                v.next_announce = now + v.policy.announce_interval;
-                let mut frames = vec![arbiter::rarp(v.mac.0)];
-                frames.extend(v.ipv4.iter().map(|ip| arbiter::garp(v.mac.0, *ip)));
-                for f in frames {
-                    if let Some(m) = v.pool.alloc_with(&f) {
-                        let _ = v.announce_ring.enqueue_one(m);
-                    }
-                }
-            }
+            v.announce_round(now);
             if v.announce_until.is_some_and(|t| now >= t) {
                 v.announce_until = None;
                 changed = true;

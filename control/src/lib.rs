@@ -16,6 +16,7 @@ pub mod eal_options;
 pub mod frontend;
 mod health;
 pub mod mainloop;
+pub mod mobility;
 mod publish;
 pub mod reload;
 #[cfg(feature = "testing")]

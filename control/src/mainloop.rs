@@ -36,6 +36,7 @@ pub struct MainLoop {
     next_health: Instant,
     vhost: crate::frontend::vhost::VhostFrontend,
     memif: crate::frontend::memif::MemifFrontend,
+    mobility: crate::frontend::mobility::MobilityFrontend,
 }
 
 impl MainLoop {
@@ -61,6 +62,7 @@ impl MainLoop {
             next_health: Instant::now(),
             vhost: crate::frontend::vhost::VhostFrontend::new(),
             memif: crate::frontend::memif::MemifFrontend::new(),
+            mobility: crate::frontend::mobility::MobilityFrontend::new(),
         }
     }
 
@@ -75,7 +77,17 @@ impl MainLoop {
             .next_health
             .saturating_duration_since(Instant::now())
             .min(HEALTH_TICK);
+        // Moves in flight are waiting on another appliance: poll the sockets in short slices.
+        let wait = if self.mobility.active() > 0 {
+            wait.min(Duration::from_micros(200))
+        } else {
+            wait
+        };
         self.server.poll(&mut self.app, wait);
+        for m in self.server.take_moves() {
+            self.mobility.start(&mut self.app, m);
+        }
+        self.mobility.poll(&mut self.app);
         let now = Instant::now();
         self.vhost.poll(&mut self.app);
         if now >= self.next_health {

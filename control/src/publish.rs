@@ -2,6 +2,7 @@
 //! per attached vNIC queue on its active, usable backing device (standbys received from too),
 //! in-core clients, announcers in flight.
 use crate::appliance::Appliance;
+use crate::mobility::Moving;
 use crate::vnic::{BackingState, Endpoint, Owner, Side};
 use std::time::Instant;
 use vnic_dataplane::{
@@ -23,8 +24,16 @@ impl Appliance {
         let mut queues = Vec::new();
         let mut clients = Vec::new();
         let mut announce = Vec::new();
+        let mut drain = Vec::new();
         let now = Instant::now();
-        for v in self.vnics.iter().filter(|v| v.core_idx == ci && !v.parked) {
+        // A vNIC arriving from another appliance forwards only from cutover on; one that left
+        // is in no table; one cutting over sends what its client still has (tx only).
+        let serving = |v: &&crate::vnic::Vnic| {
+            v.core_idx == ci
+                && !v.parked
+                && matches!(v.moving, Moving::No | Moving::Out | Moving::Draining)
+        };
+        for v in self.vnics.iter().filter(serving) {
             let Some(a) = v.active else { continue };
             // A device that is not usable (failed, link down, being restarted) is never polled.
             if !v.backing[a].usable() {
@@ -96,6 +105,10 @@ impl Appliance {
                 if !v.allow_spoofing {
                     e = e.with_spoof_check(v.mac.0);
                 }
+                if v.moving == Moving::Draining {
+                    drain.push(e);
+                    continue;
+                }
                 queues.push(e);
                 if let (Owner::Inline, Some(mode), Side::Rings(r)) =
                     (&att.owner, self.inline, &att.side)
@@ -112,7 +125,9 @@ impl Appliance {
                 }
             }
         }
-        let table = FwdTable::new(queues, clients).with_announce(announce);
+        let table = FwdTable::new(queues, clients)
+            .with_announce(announce)
+            .with_drain(drain);
         let core = &mut self.cores[ci];
         let g = core.worker.publish(table).map_err(|err| PublishError {
             core: core.core,

@@ -1,10 +1,11 @@
 //! Status: the model and the data cores' counters as one snapshot, in the protocol's
 //! vocabulary ([`vnic_proto::status`]).
 use crate::appliance::Appliance;
+use crate::mobility::Moving;
 use crate::vnic::Owner;
 use vnic_dataplane::{eal, CoreStats, Launch, VnicSlot, VnicStats};
 pub use vnic_proto::status::{
-    BackingStatus, CoreCounts, CoreStatus, Status, VnicCounts, VnicStatus,
+    BackingStatus, CoreCounts, CoreStatus, MigratedOut, Status, VnicCounts, VnicStatus,
 };
 
 /// The data core's counter snapshot as the status reports it.
@@ -39,6 +40,14 @@ impl Appliance {
             .since(&self.vnics[i].stats_base)
     }
 
+    /// Counters of vNIC `i` as its status shows them: what it brought from the appliance it
+    /// moved from, plus this appliance's.
+    pub(crate) fn counts(&self, i: usize) -> VnicCounts {
+        let mut c = vnic_counts(self.vnic_stats(i));
+        c += self.vnics[i].carried;
+        c
+    }
+
     /// Raw counters of a slot, summed over data cores.
     pub(crate) fn slot_stats(&self, slot: VnicSlot) -> VnicStats {
         let mut s = VnicStats::default();
@@ -54,17 +63,18 @@ impl Appliance {
         let vnics = self
             .vnics
             .iter()
-            .map(|v| {
-                let s = self.slot_stats(v.slot).since(&v.stats_base);
+            .enumerate()
+            .map(|(i, v)| {
+                let state = match (v.moving, v.attach.is_some()) {
+                    (Moving::In { .. }, _) => "incoming",
+                    (Moving::Out | Moving::Draining | Moving::Stopped, _) => "migrating",
+                    (Moving::No, true) => "attached",
+                    (Moving::No, false) => "detached",
+                };
                 VnicStatus {
                     name: v.name.clone(),
                     mac: v.mac.to_string(),
-                    state: if v.attach.is_some() {
-                        "attached"
-                    } else {
-                        "detached"
-                    }
-                    .into(),
+                    state: state.into(),
                     client_pid: v.attach.as_ref().and_then(|a| match a.owner {
                         Owner::Client { pid, .. } => Some(pid),
                         _ => None,
@@ -103,9 +113,10 @@ impl Appliance {
                             last_failure: b.last_failure.clone(),
                         })
                         .collect(),
-                    stats: vnic_counts(s),
+                    stats: self.counts(i),
                     pool_in_use: v.pool.in_use(),
                     pool_size: v.pool.size(),
+                    migration: self.migration(&v.name),
                 }
             })
             .collect();
@@ -130,6 +141,11 @@ impl Appliance {
             eal_args: eal.map(|e| e.args().to_vec()).unwrap_or_default(),
             tsc_hz: eal::tsc_hz(),
             vnics,
+            migrated_out: self
+                .departed()
+                .into_iter()
+                .map(|(vnic, to)| MigratedOut { vnic, to })
+                .collect(),
             cores,
         }
     }

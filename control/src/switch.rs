@@ -4,7 +4,7 @@ use crate::appliance::{Appliance, Event};
 use crate::arbiter::{self, Reason, SwitchRecord};
 use crate::publish::PublishError;
 use crate::vnic::BackingState;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Why a failover or an enable/disable request was refused. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,14 +83,7 @@ impl Appliance {
         }
         v.backing[to].state = BackingState::Active;
         v.active = Some(to);
-        if v.policy.announce_rounds > 0 {
-            v.announce_left = v.policy.announce_rounds;
-            v.next_announce = t;
-            v.announce_until = Some(
-                t + v.policy.announce_interval * (v.policy.announce_rounds + 1)
-                    + Duration::from_millis(20),
-            );
-        }
+        v.begin_announce(t);
         let ci = v.core_idx;
         if let Err(e) = self.publish_core(ci) {
             let v = &mut self.vnics[i];

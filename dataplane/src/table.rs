@@ -214,6 +214,9 @@ pub struct FwdTable {
     pub(crate) queues: Vec<QueueEntry>,
     pub(crate) clients: Vec<InlineClient>,
     pub(crate) announce: Vec<Announce>,
+    /// Entries served in the tx direction only: a vNIC about to leave this appliance sends what
+    /// its client still has to its VF and receives nothing more.
+    pub(crate) drain: Vec<QueueEntry>,
 }
 
 // SAFETY: the raw ring pointers are owned by the Arcs held alongside; a table is read by one data
@@ -230,7 +233,13 @@ impl FwdTable {
             queues,
             clients,
             announce: Vec::new(),
+            drain: Vec::new(),
         }
+    }
+    /// Add tx-only entries (see `drain`).
+    pub fn with_drain(mut self, d: Vec<QueueEntry>) -> Self {
+        self.drain = d;
+        self
     }
     /// Add announcement senders.
     pub fn with_announce(mut self, a: Vec<Announce>) -> Self {
@@ -251,5 +260,6 @@ impl FwdTable {
             .iter()
             .map(|c| c.slot)
             .chain(self.queues.iter().map(|q| q.slot))
+            .chain(self.drain.iter().map(|q| q.slot))
     }
 }

@@ -660,6 +660,11 @@ fn run(s: &Shared) {
             bursts += (m > 0) as u64;
             moved += m;
         }
+        for q in &t.drain {
+            let m = forward_tx(q, &vnics[q.slot.0 as usize], &mut b);
+            bursts += (m > 0) as u64;
+            moved += m;
+        }
         for a in &t.announce {
             if ring_dequeue(a.ring_raw, &mut b) > 0 {
                 a.tx.tx_burst(&mut b);

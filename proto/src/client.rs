@@ -96,6 +96,8 @@ pub enum Push {
     Failover(Failover),
     Detached(Detached),
     ConfigChanged(ConfigChanged),
+    /// The vNIC is moving to another appliance: start a successor there.
+    Migrate(crate::mobility::MigratePush),
     Error(ErrorBody),
     /// Anything this client does not know (a newer server), with its op.
     Other(String),
@@ -110,6 +112,7 @@ impl Push {
             "FAILOVER" => l.body(op).ok().map(Push::Failover),
             "DETACHED" => l.body(op).ok().map(Push::Detached),
             "CONFIG_CHANGED" => l.body(op).ok().map(Push::ConfigChanged),
+            "MIGRATE" => l.body(op).ok().map(Push::Migrate),
             "ERROR" => l.body(op).ok().map(Push::Error),
             _ => None,
         };
@@ -339,6 +342,29 @@ impl Client {
         backing: &str,
     ) -> Result<BackingReply, ClientError> {
         self.call_typed("REMOVE_BACKING", json!({"vnic": vnic, "backing": backing}))
+    }
+    /// Move a vNIC to the appliance whose admin socket is `to` (`map`: source port label →
+    /// destination port label). The reply is the migration's record as it starts; follow it
+    /// with [`Client::migration`].
+    pub fn migrate(
+        &mut self,
+        vnic: &str,
+        to: &str,
+        map: &std::collections::BTreeMap<String, String>,
+        dry_run: bool,
+    ) -> Result<crate::mobility::Migration, ClientError> {
+        self.call_typed(
+            "MIGRATE",
+            json!({"vnic": vnic, "to": to, "map": map, "dry_run": dry_run}),
+        )
+    }
+    /// The latest migration of a vNIC on this appliance.
+    pub fn migration(&mut self, vnic: &str) -> Result<crate::mobility::Migration, ClientError> {
+        self.call_typed("MIGRATION", json!({"vnic": vnic}))
+    }
+    /// Every migration this appliance remembers.
+    pub fn migrations(&mut self) -> Result<crate::mobility::Migrations, ClientError> {
+        self.call_typed("MIGRATIONS", json!({}))
     }
     /// Automatic fail-back on or off.
     pub fn auto_failback(&mut self, vnic: &str, on: bool) -> Result<AutoFailback, ClientError> {

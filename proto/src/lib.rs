@@ -5,10 +5,12 @@
 //! - [`msg`]: every reply body and push as a typed struct (the server serializes them, the
 //!   client deserializes them).
 //! - [`status`]: the status vocabulary (vNICs, backing devices, data cores, counters).
+//! - [`mobility`]: moving a live vNIC between appliances (messages and phase records).
 //! - [`client`]: the client library (control and admin sockets).
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod mobility;
 pub mod msg;
 pub mod status;
 pub mod wire;

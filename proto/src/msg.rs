@@ -87,6 +87,9 @@ pub struct StatusReply {
     pub generation: u64,
     pub config_generation: u64,
     pub vnics: Vec<VnicStatus>,
+    /// vNICs that moved away (state `migrated-out`).
+    #[serde(default)]
+    pub migrated_out: Vec<crate::status::MigratedOut>,
 }
 
 /// Admin `SHOW`.

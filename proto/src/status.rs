@@ -114,6 +114,19 @@ pub struct VnicCounts {
     pub spoof_drops: u64,
 }
 
+impl std::ops::AddAssign for VnicCounts {
+    fn add_assign(&mut self, o: VnicCounts) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.rx_drops += o.rx_drops;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_drops += o.tx_drops;
+        self.client_drops += o.client_drops;
+        self.spoof_drops += o.spoof_drops;
+    }
+}
+
 /// A data core's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreCounts {
@@ -192,6 +205,17 @@ pub struct VnicStatus {
     pub stats: VnicCounts,
     pub pool_in_use: u32,
     pub pool_size: u32,
+    /// Its latest move between appliances, if it had one here (phases with their times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<crate::mobility::Migration>,
+}
+
+/// A vNIC of this appliance's config that moved to another appliance (and was released here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigratedOut {
+    pub vnic: String,
+    /// The destination's admin socket.
+    pub to: String,
 }
 
 /// Status of a data core.
@@ -215,5 +239,8 @@ pub struct Status {
     pub eal_args: Vec<String>,
     pub tsc_hz: u64,
     pub vnics: Vec<VnicStatus>,
+    /// vNICs that moved away (state `migrated-out`).
+    #[serde(default)]
+    pub migrated_out: Vec<MigratedOut>,
     pub cores: Vec<CoreStatus>,
 }

@@ -36,6 +36,12 @@ pub enum Code {
     NotOperational,
     InvalidConfig,
     ReloadFailed,
+    /// The destination cannot take the vNIC (no device for a label, name or MAC in use, ...).
+    CannotTake,
+    /// The other appliance's admin socket cannot be reached.
+    Unreachable,
+    /// The vNIC is in a migration already (or not in one, for its later steps).
+    Migrating,
     Internal,
 }
 
@@ -64,6 +70,9 @@ impl Code {
             Code::NotOperational => "not_operational",
             Code::InvalidConfig => "invalid_config",
             Code::ReloadFailed => "reload_failed",
+            Code::CannotTake => "cannot_take",
+            Code::Unreachable => "unreachable",
+            Code::Migrating => "migrating",
             Code::Internal => "internal",
         }
     }
@@ -185,6 +194,15 @@ pub enum Op {
     Reload(AdminConfigFile),
     ConfigShow,
     ConfigDiff(AdminConfigFile),
+    // mobility: vnicctl → source
+    Migrate(crate::mobility::Migrate),
+    Migration(crate::mobility::MigrateVnic),
+    Migrations,
+    // mobility: source → destination
+    MigratePrepare(Box<crate::mobility::Prepare>),
+    MigrateStatus(crate::mobility::MigrateVnic),
+    MigrateCutover(crate::mobility::Cutover),
+    MigrateAbort(crate::mobility::MigrateVnic),
 }
 
 /// A request with its envelope.
@@ -305,6 +323,23 @@ pub fn parse(line: &[u8], admin: bool) -> Result<Request, (u64, ProtoError)> {
             .map(|_| Op::ConfigShow)
             .map_err(|e| (id, e))?,
         ("CONFIG_DIFF", true) => Op::ConfigDiff(fields("CONFIG_DIFF", m).map_err(|e| (id, e))?),
+        ("MIGRATE", true) => Op::Migrate(fields("MIGRATE", m).map_err(|e| (id, e))?),
+        ("MIGRATION", true) => Op::Migration(fields("MIGRATION", m).map_err(|e| (id, e))?),
+        ("MIGRATIONS", true) => empty("MIGRATIONS", &m)
+            .map(|_| Op::Migrations)
+            .map_err(|e| (id, e))?,
+        ("MIGRATE_PREPARE", true) => {
+            Op::MigratePrepare(Box::new(fields("MIGRATE_PREPARE", m).map_err(|e| (id, e))?))
+        }
+        ("MIGRATE_STATUS", true) => {
+            Op::MigrateStatus(fields("MIGRATE_STATUS", m).map_err(|e| (id, e))?)
+        }
+        ("MIGRATE_CUTOVER", true) => {
+            Op::MigrateCutover(fields("MIGRATE_CUTOVER", m).map_err(|e| (id, e))?)
+        }
+        ("MIGRATE_ABORT", true) => {
+            Op::MigrateAbort(fields("MIGRATE_ABORT", m).map_err(|e| (id, e))?)
+        }
         (other, _) => {
             return Err(fail(
                 Code::UnknownOp,

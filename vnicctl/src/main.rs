@@ -54,6 +54,27 @@ enum Cmd {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Move a live vNIC to another vnicd (make-before-break): prepare there, the client moves,
+    /// cutover, done. On separate hosts, forward the destination's admin socket first
+    /// (`ssh -N -L /run/vnicd-b.sock:/run/vnicd/admin.sock hostB`).
+    Migrate {
+        vnic: String,
+        /// The destination's admin socket.
+        #[arg(long)]
+        to: PathBuf,
+        /// SRC_LABEL=DST_LABEL: put backing devices on port SRC_LABEL here onto DST_LABEL there
+        /// (default: the same label).
+        #[arg(long = "map", value_parser = parse_map)]
+        map: Vec<(String, String)>,
+        /// Only ask whether the destination can take the vNIC (it prepares, then releases).
+        #[arg(long)]
+        dry_run: bool,
+        /// Give up following it after this many seconds (the move itself goes on).
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+    },
+    /// Migrations this vnicd remembers (both directions), with their phases.
+    Migrations,
     /// Take a backing device out of service or put it back, or hot-remove it.
     Backing {
         #[arg(value_parser = ["enable", "disable", "remove"])]
@@ -66,6 +87,24 @@ enum Cmd {
     },
 }
 
+fn parse_map(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.into(), b.into())),
+        _ => Err(format!("{s:?} is not SRC_LABEL=DST_LABEL")),
+    }
+}
+
+/// Why `vnicctl migrate` did not end well.
+#[derive(Debug, thiserror::Error)]
+enum MoveError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("migration of {vnic} failed: {why}")]
+    Failed { vnic: String, why: String },
+    #[error("migration of {0} still running after the --timeout; follow it with `vnicctl show`")]
+    Timeout(String),
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -73,14 +112,88 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("vnicctl: {e}");
             match e {
-                ClientError::Refused { .. } => ExitCode::from(1),
-                _ => ExitCode::from(3),
+                MoveError::Client(ClientError::Refused { .. }) | MoveError::Failed { .. } => {
+                    ExitCode::from(1)
+                }
+                MoveError::Timeout(_) => ExitCode::from(2),
+                MoveError::Client(_) => ExitCode::from(3),
             }
         }
     }
 }
 
-fn run(a: &Args) -> Result<(), ClientError> {
+/// Start a move and follow its phases until it ends.
+fn migrate(
+    a: &Args,
+    c: &mut Client,
+    vnic: &str,
+    to: &std::path::Path,
+    map: &[(String, String)],
+    dry_run: bool,
+    timeout: f64,
+) -> Result<(), MoveError> {
+    let map: std::collections::BTreeMap<String, String> = map.iter().cloned().collect();
+    let to = abs(to);
+    let mut m = c.migrate(vnic, &to, &map, dry_run)?;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(timeout.max(0.1));
+    let mut shown = 0;
+    loop {
+        if !a.json {
+            for p in &m.phases[shown..] {
+                println!(
+                    "{vnic}: {:<14} at +{:.3} ms",
+                    p.phase.as_str(),
+                    p.after_us as f64 / 1e3
+                );
+            }
+        }
+        shown = m.phases.len();
+        if m.phase.is_final() {
+            break;
+        }
+        if std::time::Instant::now() > end {
+            return Err(MoveError::Timeout(vnic.into()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        m = c.migration(vnic)?;
+    }
+    if json(a, &m) {
+    } else {
+        for b in &m.backing {
+            println!(
+                "  {} ({}) -> {} ({}), priority {}",
+                b.from, b.from_label, b.to, b.to_label, b.priority
+            );
+        }
+        if let Some(s) = &m.client_socket {
+            println!("  client on the destination: {s}");
+        }
+        if let Some(us) = m.cutover_us {
+            println!("  cutover took {:.3} ms", us as f64 / 1e3);
+        }
+    }
+    match m.phase {
+        vnic_proto::mobility::Phase::Failed => Err(MoveError::Failed {
+            vnic: vnic.into(),
+            why: m.error.unwrap_or_default(),
+        }),
+        _ => {
+            if !a.json {
+                println!(
+                    "{vnic}: {}",
+                    if dry_run {
+                        "the destination can take it (prepared and released again)"
+                    } else {
+                        "moved"
+                    }
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run(a: &Args) -> Result<(), MoveError> {
     let mut c = Client::connect(&a.socket).map_err(|e| match e {
         ClientError::Io(io) => ClientError::Io(std::io::Error::new(
             io.kind(),
@@ -93,6 +206,41 @@ fn run(a: &Args) -> Result<(), ClientError> {
             let r = c.status()?;
             if !json(a, &r) {
                 status_table(&r.vnics, r.generation);
+                for m in &r.migrated_out {
+                    println!("{:<16} migrated-out to {}", m.vnic, m.to);
+                }
+            }
+        }
+        Cmd::Migrate {
+            vnic,
+            to,
+            map,
+            dry_run,
+            timeout,
+        } => migrate(a, &mut c, vnic, to, map, *dry_run, *timeout)?,
+        Cmd::Migrations => {
+            let r = c.migrations()?;
+            if !json(a, &r) {
+                for m in &r.migrations {
+                    println!(
+                        "{:<16} {:<3} {:<24} {:<10} {:<14}{}{}",
+                        m.vnic,
+                        match m.direction {
+                            vnic_proto::mobility::Direction::Out => "out",
+                            vnic_proto::mobility::Direction::In => "in",
+                        },
+                        m.peer,
+                        m.transport,
+                        m.phase.as_str(),
+                        m.cutover_us
+                            .map(|u| format!("  cutover {:.3} ms", u as f64 / 1e3))
+                            .unwrap_or_default(),
+                        m.error
+                            .as_deref()
+                            .map(|e| format!("  ({e})"))
+                            .unwrap_or_default()
+                    );
+                }
             }
         }
         Cmd::Stats => {
@@ -288,6 +436,26 @@ fn show(v: &VnicStatus) {
             ""
         }
     );
+    if let Some(m) = &v.migration {
+        println!(
+            "  migration {} {} {}: {}{}",
+            match m.direction {
+                vnic_proto::mobility::Direction::Out => "to",
+                vnic_proto::mobility::Direction::In => "from",
+            },
+            m.peer,
+            if m.dry_run { "(dry run)" } else { "" },
+            m.phases
+                .iter()
+                .map(|p| format!("{} +{:.1} ms", p.phase.as_str(), p.after_us as f64 / 1e3))
+                .collect::<Vec<_>>()
+                .join(", "),
+            m.error
+                .as_deref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(l) = &v.last_switch {
         println!(
             "  last switch: {} -> {} ({}), detection {} us, switch {} us",

@@ -46,6 +46,19 @@ struct Args {
     /// Seconds to wait for every link to come up.
     #[arg(long, default_value_t = 30.0)]
     link_timeout: f64,
+    /// Destination MAC of port N's frames, in port order (default 02:00:00:00:00:0N+1).
+    #[arg(long = "dst", value_parser = parse_mac)]
+    dst: Vec<[u8; 6]>,
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{s:?} is not a MAC address"))?;
+    v.try_into()
+        .map_err(|_| format!("{s:?} is not a MAC address"))
 }
 
 const MAGIC: [u8; 4] = *b"VGEN";
@@ -84,6 +97,17 @@ struct Latency {
     cdf: Vec<(f64, f64)>,
 }
 
+/// One port's share of a trial (streams to different destinations are told apart).
+#[derive(Debug, Serialize, Default, Clone)]
+struct PortResult {
+    offered: u64,
+    received: u64,
+    lost: u64,
+    /// Longest time between two frames of the trial coming back on this port (the outage a
+    /// move or a failover caused), µs.
+    max_gap_us: f64,
+}
+
 #[derive(Debug, Serialize, Default)]
 struct TrialResult {
     id: u32,
@@ -99,6 +123,8 @@ struct TrialResult {
     /// The generator could not keep the offered rate (its own CPU was short).
     gen_limited: bool,
     latency: Option<Latency>,
+    /// Per port, in `--port` order.
+    ports: Vec<PortResult>,
     error: Option<String>,
 }
 
@@ -120,6 +146,9 @@ struct Gen {
     pool: Mempool,
     hz: f64,
     stop: Arc<AtomicBool>,
+    /// The port each rx queue belongs to.
+    rx_port: Vec<usize>,
+    dst: Vec<[u8; 6]>,
 }
 
 fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -166,7 +195,24 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         pool,
         hz: eal::tsc_hz().max(1) as f64,
         stop,
+        rx_port: Vec::new(),
+        dst: (0..a.ports.len())
+            .map(|p| {
+                a.dst
+                    .get(p)
+                    .copied()
+                    .unwrap_or([0x02, 0, 0, 0, 0, p as u8 + 1])
+            })
+            .collect(),
     };
+    if !a.dst.is_empty() && a.dst.len() != a.ports.len() {
+        return Err(format!(
+            "--dst given {} times for {} ports: give one per port or none",
+            a.dst.len(),
+            a.ports.len()
+        )
+        .into());
+    }
     for d in &a.ports {
         let mut p = Port::open(d)?;
         // --queues is for memif ports (OVS wants two); a virtio-user port has the queue pairs its
@@ -188,7 +234,10 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         )?;
         p.start()?;
         for q in 0..queues {
-            g.rxq.extend(p.rx_queue(q));
+            if let Some(r) = p.rx_queue(q) {
+                g.rxq.push(r);
+                g.rx_port.push(g.ports.len());
+            }
         }
         g.txq.extend(p.tx_queue(0));
         g.ports.push(p);
@@ -308,6 +357,8 @@ struct Counts {
     refused: u64,
     received: u64,
     behind: u64,
+    /// Per port: offered, received, TSC of the last frame back, longest gap (TSC ticks).
+    port: Vec<(u64, u64, u64, u64)>,
 }
 
 /// Send at `rate` for `dur` with trial id `id` (0 = warm-up, never counted), receiving all the
@@ -358,12 +409,13 @@ fn phase(
                 continue;
             }
             let mac_last = p as u8 + 1;
+            let dst = g.dst[p];
             let tsc = eal::rdtsc().to_le_bytes();
             let got = g.pool.alloc_burst(&mut b, n, |_, m| {
                 let len = sizes[size_i[p] % sizes.len()];
                 size_i[p] += 1;
                 if let Some(d) = m.extend(len) {
-                    d[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, mac_last]);
+                    d[0..6].copy_from_slice(&dst);
                     d[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x10, mac_last]);
                     d[12..14].copy_from_slice(&[0x88, 0xb5]);
                     d[14..18].copy_from_slice(&MAGIC);
@@ -380,6 +432,7 @@ fn phase(
             if id == count_id {
                 c.offered += got as u64;
                 c.refused += dropped as u64;
+                c.port[p].0 += got as u64;
             }
         }
         receive(g, count_id, lat, c, ns_per_tick, &mut b);
@@ -397,17 +450,24 @@ fn receive(
     b: &mut Burst,
 ) -> usize {
     let mut total = 0;
-    for q in &g.rxq {
+    for (qi, q) in g.rxq.iter().enumerate() {
         if q.rx_burst(b) == 0 {
             continue;
         }
         let now = eal::rdtsc();
+        let p = g.rx_port[qi];
         b.for_each_data(|d| {
             if d.len() >= HDR
                 && d[14..18] == MAGIC
                 && u32::from_le_bytes([d[18], d[19], d[20], d[21]]) == count_id
             {
                 c.received += 1;
+                let pc = &mut c.port[p];
+                pc.1 += 1;
+                if pc.2 != 0 {
+                    pc.3 = pc.3.max(now.saturating_sub(pc.2));
+                }
+                pc.2 = now;
                 if let Some(h) = lat.as_mut() {
                     let t = u64::from_le_bytes(d[22..HDR].try_into().unwrap_or([0; 8]));
                     let _ = h.record((now.saturating_sub(t) as f64 * ns_per_tick) as u64);
@@ -442,11 +502,13 @@ fn trial(
         refused: 0,
         received: 0,
         behind: 0,
+        port: vec![(0, 0, 0, 0); g.txq.len()],
     };
     discard(g);
     if warmup > 0.0 {
         phase(g, 0, id, rate, warmup, sizes, &mut None, &mut c);
         c.behind = 0;
+        c.port.iter_mut().for_each(|p| *p = (0, 0, 0, 0));
     }
     let t = Instant::now();
     phase(g, id, id, rate, seconds, sizes, &mut lat, &mut c);
@@ -511,6 +573,16 @@ fn trial(
         gen_limited: rate > 0
             && (c.behind > 0 || (c.offered as f64) < 0.99 * rate as f64 * elapsed),
         latency,
+        ports: c
+            .port
+            .iter()
+            .map(|&(offered, received, _, gap)| PortResult {
+                offered,
+                received,
+                lost: offered.saturating_sub(received),
+                max_gap_us: gap as f64 / g.hz * 1e6,
+            })
+            .collect(),
         error: None,
     })
 }

@@ -69,6 +69,47 @@ struct Args {
     /// that come back (p50/p90/p99/p99.9/max, µs).
     #[arg(long)]
     latency: bool,
+    /// When vnicd moves the vNIC to another appliance: run this shell command to start the
+    /// successor there (`$VNIC`, `$VNIC_SOCKET`, `$VNIC_TOKEN` are set; e.g. `ssh hostB
+    /// vnic-client reflect --vnic $VNIC --socket $VNIC_SOCKET --token $VNIC_TOKEN`). Default:
+    /// start this program again here with the new socket and the token (appliances on one host).
+    #[arg(long)]
+    on_migrate: Option<String>,
+}
+
+/// Start the successor that attaches on the destination, resumed with the token. This process
+/// keeps serving here until vnicd says the vNIC has moved (make-before-break).
+fn start_successor(a: &Args, socket: &str, token: &str) -> std::io::Result<std::process::Child> {
+    if let Some(cmd) = &a.on_migrate {
+        return std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("VNIC", &a.vnic)
+            .env("VNIC_SOCKET", socket)
+            .env("VNIC_TOKEN", token)
+            .spawn();
+    }
+    // The same command line, on the new socket, with the token.
+    let mut args: Vec<String> = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--socket" | "--token" => {
+                it.next();
+            }
+            s if s.starts_with("--socket=") || s.starts_with("--token=") => {}
+            _ => args.push(x),
+        }
+    }
+    args.extend([
+        "--socket".into(),
+        socket.into(),
+        "--token".into(),
+        token.into(),
+    ]);
+    std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .spawn()
 }
 
 fn main() -> ExitCode {
@@ -121,10 +162,14 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     ]
     .into();
     let _eal = Eal::init(&eal_args)?;
-    let pool = Mempool::lookup(&g.mempool)?;
+    let pool = Mempool::lookup(&g.mempool)
+        .map_err(|e| format!("{e} (vnicd's shared memory {prefix:?})"))?;
     let mut queues = Vec::new();
     for q in &g.rings {
-        queues.push((Ring::lookup(&q.rx)?, Ring::lookup(&q.tx)?));
+        let look = |n: &str| {
+            Ring::lookup(n).map_err(|e| format!("{e} (vnicd's shared memory {prefix:?})"))
+        };
+        queues.push((look(&q.rx)?, look(&q.tx)?));
     }
     let mac = mac_bytes(&g.mac)?;
     eprintln!(
@@ -144,6 +189,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (mut last_rx, mut last_tx) = (0u64, 0u64);
     let t0 = Instant::now();
     let mut next_hb = Instant::now() + hb;
+    let mut next_push = Instant::now();
     let mut next_line = Instant::now() + Duration::from_secs(1);
     let mut b = Burst::default();
     let hz = eal::tsc_hz().max(1) as f64;
@@ -248,11 +294,42 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             idle = 0;
         }
         let now = Instant::now();
-        if now >= next_hb {
-            next_hb = now + hb;
-            c.heartbeat()?;
+        if now >= next_push {
+            // Pushes are read often: after a move's cutover these rings are gone.
+            next_push = now + Duration::from_millis(1);
+            if now >= next_hb {
+                next_hb = now + hb;
+                c.heartbeat()?;
+            }
             for p in c.pushes() {
                 let why = match &p {
+                    Push::Migrate(m) => {
+                        match start_successor(a, &m.control_socket, &m.token) {
+                            Ok(child) => eprintln!(
+                                "vnic-client: {} moves to {}: successor pid {} started, serving here until the cutover",
+                                a.vnic,
+                                m.control_socket,
+                                child.id()
+                            ),
+                            Err(e) => eprintln!(
+                                "vnic-client: {} moves to {}, but the successor did not start: {e}",
+                                a.vnic, m.control_socket
+                            ),
+                        }
+                        continue;
+                    }
+                    Push::Detached(d)
+                        if d.reason
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with("migrated")) =>
+                    {
+                        eprintln!(
+                            "vnic-client: {} {}; rx {rx_n} tx {tx_n} drops {drops} here",
+                            a.vnic,
+                            d.reason.as_deref().unwrap_or_default()
+                        );
+                        return Ok(());
+                    }
                     Push::Detached(d) => d.reason.clone().unwrap_or_else(|| "?".into()),
                     Push::Error(e) => e.message.clone(),
                     Push::Link(l) => {

@@ -147,8 +147,19 @@ pub struct BackingConfig {
     /// 1..=100, lower wins (default 50).
     #[serde(default = "default_priority")]
     pub priority: u32,
-    /// Physical port label: no two backing devices of one vNIC may share one.
+    /// Physical port label: no two backing devices of one vNIC may share one. A vNIC that
+    /// moves to another appliance gets a device with the same label there (or the one
+    /// `vnicctl migrate --map` names).
     pub port_label: String,
+    /// Program the vNIC's MAC into the device (default true: a VF carries its vNIC's address).
+    /// `false` for a `net_tap` port on a Linux bridge: the tap's kernel side is the switch
+    /// port, and a bridge treats its ports' own addresses as local.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub program_mac: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn default_priority() -> u32 {
@@ -351,6 +362,62 @@ pub struct RawConfig {
     pub watch_config: bool,
     /// vNICs (at most 1024).
     pub vnics: Vec<VnicConfig>,
+    /// Taking vNICs that move here from another appliance (`vnicctl migrate`).
+    #[serde(default, skip_serializing_if = "MobilityConfig::is_default")]
+    pub mobility: MobilityConfig,
+}
+
+/// What this appliance offers vNICs that move in from another one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobilityConfig {
+    /// Free VFs an arriving vNIC's backing devices are taken from, by `port_label` (the HMC
+    /// maps backing devices by physical port the same way). A spare in use appears as a backing
+    /// device of the vNIC that took it; it is free again when that vNIC leaves.
+    #[serde(default)]
+    pub spares: Vec<SpareConfig>,
+    /// Where the vhost-user and memif sockets of arriving vNICs are made (`<dir>/<vnic>.vhost`,
+    /// `<dir>/<vnic>.memif`). Needed to take such vNICs.
+    #[serde(default)]
+    pub socket_dir: Option<String>,
+    /// How long a prepared vNIC waits for its client to arrive before it is released
+    /// (100..=600000 ms, default 30000).
+    #[serde(default = "default_arrive_timeout")]
+    pub arrive_timeout_ms: u32,
+}
+
+impl Default for MobilityConfig {
+    fn default() -> MobilityConfig {
+        MobilityConfig {
+            spares: Vec::new(),
+            socket_dir: None,
+            arrive_timeout_ms: default_arrive_timeout(),
+        }
+    }
+}
+
+impl MobilityConfig {
+    fn is_default(&self) -> bool {
+        *self == MobilityConfig::default()
+    }
+}
+
+fn default_arrive_timeout() -> u32 {
+    30_000
+}
+
+/// A free VF for arriving vNICs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpareConfig {
+    /// Name it takes as a backing device (unique within the appliance).
+    pub name: String,
+    pub devargs: String,
+    /// The physical port it is on.
+    pub port_label: String,
+    /// As for a backing device.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub program_mac: bool,
 }
 
 fn default_data_cores() -> Vec<DataCore> {

@@ -373,6 +373,73 @@ impl RawConfig {
                 }
             }
         }
+        // Spares for vNICs that move in: a spare in use is a backing device of exactly one
+        // vNIC, with the same name and devargs; a free one is no backing device at all.
+        let m = &self.mobility;
+        let mut spare_names = HashSet::new();
+        let mut spare_devs = HashSet::new();
+        for (k, sp) in m.spares.iter().enumerate() {
+            let sp_path = format!("mobility.spares[{k}]");
+            if let Err(msg) = valid_name(&sp.name) {
+                err(format!("{sp_path}.name"), msg);
+            }
+            if !spare_names.insert(sp.name.as_str()) {
+                err(
+                    format!("{sp_path}.name"),
+                    format!("duplicate spare name {:?}", sp.name),
+                );
+            }
+            match check_devargs(&sp.devargs) {
+                Ok(()) => {
+                    let dev = device_name(&sp.devargs).to_string();
+                    if !spare_devs.insert(dev.clone()) {
+                        err(
+                            format!("{sp_path}.devargs"),
+                            format!("device {dev:?} is listed twice among the spares"),
+                        );
+                    }
+                    let users: Vec<(&str, &BackingConfig)> = self
+                        .vnics
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, v)| v.backing.iter().map(move |b| (i, b)))
+                        .filter(|(_, b)| device_name(&b.devargs) == dev || b.name == sp.name)
+                        .map(|(i, b)| (self.vnics[i].name.as_str(), b))
+                        .collect();
+                    for (vnic, b) in &users {
+                        if b.name != sp.name || b.devargs != sp.devargs {
+                            err(
+                                sp_path.clone(),
+                                format!(
+                                    "spare {:?} ({dev}) clashes with backing device {:?} of vNIC {vnic:?}: a spare must not be a configured backing device",
+                                    sp.name, b.name
+                                ),
+                            );
+                        }
+                    }
+                }
+                Err(msg) => err(format!("{sp_path}.devargs"), msg),
+            }
+            if sp.port_label.is_empty() {
+                err(format!("{sp_path}.port_label"), "must not be empty".into());
+            }
+        }
+        if let Some(dir) = &m.socket_dir {
+            // The longest name a socket here gets: `<dir>/<16-character vNIC>.memif`.
+            let longest = format!("{dir}/{}.memif", "x".repeat(MAX_NAME));
+            if let Err(msg) = check_socket_path(&longest) {
+                err(
+                    "mobility.socket_dir".into(),
+                    format!("{dir:?} cannot hold vNIC sockets: {msg}"),
+                );
+            }
+        }
+        if !(100..=600_000).contains(&m.arrive_timeout_ms) {
+            err(
+                "mobility.arrive_timeout_ms".into(),
+                format!("{} out of range 100..=600000", m.arrive_timeout_ms),
+            );
+        }
         if errs.is_empty() {
             Ok(Config {
                 raw: self,

@@ -54,7 +54,7 @@ pub enum StepError {
 }
 
 /// A backing device that could not even be probed: a bad config, not a fault.
-fn unopened(v: &Vnic) -> Option<StepError> {
+pub(crate) fn unopened(v: &Vnic) -> Option<StepError> {
     v.backing
         .iter()
         .find(|b| b.port.is_none())

@@ -3,5 +3,6 @@
 mod apply;
 mod plan;
 
+pub(crate) use apply::unopened;
 pub use apply::{PreparedReload, ReloadError, StepError};
 pub use plan::*;

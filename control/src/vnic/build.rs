@@ -61,8 +61,10 @@ pub(crate) fn build_backing(
         p.configure(port_cfg, pool)?;
         // Hot standby: every device carries the vNIC's MAC before it is needed. Many VFs and
         // vdevs refuse (ENOTSUP); then the switch re-points only.
-        if let Err(e) = p.set_mac(mac.0) {
-            tracing::debug!(backing = %b.name, "MAC not programmed: {e}");
+        if b.program_mac {
+            if let Err(e) = p.set_mac(mac.0) {
+                tracing::debug!(backing = %b.name, "MAC not programmed: {e}");
+            }
         }
         if let Err(e) = p.watch_removal() {
             tracing::debug!(backing = %b.name, "no removal events: {e}");
@@ -221,6 +223,8 @@ pub(crate) fn build_vnic(
             up: false,
             active_backing: None,
         },
+        moving: crate::mobility::Moving::No,
+        carried: Default::default(),
     };
     if let Some(a) = active {
         vn.backing[a].state = BackingState::Active;

@@ -122,6 +122,10 @@ pub(crate) struct Vnic {
     pub(crate) parked: bool,
     /// The link last queued for clients as an event (see `Appliance::note_links`).
     pub(crate) told_link: LinkState,
+    /// Where it is in a move between appliances.
+    pub(crate) moving: crate::mobility::Moving,
+    /// Counters it brought from the appliance it moved from (status adds this appliance's).
+    pub(crate) carried: vnic_proto::status::VnicCounts,
 }
 
 impl Vnic {
@@ -135,6 +139,38 @@ impl Vnic {
                 healthy_since: b.healthy_since,
             })
             .collect()
+    }
+
+    /// Start announcing the vNIC (RARP, gratuitous ARP for its addresses) on its active device:
+    /// `announce_rounds` rounds, `announce_interval` apart, the first due now.
+    pub(crate) fn begin_announce(&mut self, now: Instant) {
+        if self.policy.announce_rounds > 0 {
+            self.announce_left = self.policy.announce_rounds;
+            self.next_announce = now;
+            self.announce_until = Some(
+                now + self.policy.announce_interval * (self.policy.announce_rounds + 1)
+                    + std::time::Duration::from_millis(20),
+            );
+        }
+    }
+
+    /// Queue one announcement round if one is due (the data core sends it).
+    pub(crate) fn announce_round(&mut self, now: Instant) {
+        if self.announce_left > 0 && now >= self.next_announce {
+            self.announce_left -= 1;
+            self.next_announce = now + self.policy.announce_interval;
+            let mut frames = vec![crate::arbiter::rarp(self.mac.0)];
+            frames.extend(
+                self.ipv4
+                    .iter()
+                    .map(|ip| crate::arbiter::garp(self.mac.0, *ip)),
+            );
+            for f in frames {
+                if let Some(m) = self.pool.alloc_with(&f) {
+                    let _ = self.announce_ring.enqueue_one(m);
+                }
+            }
+        }
     }
 
     /// The link as the vNIC's client sees it: up when its active device is usable.

@@ -1,20 +1,87 @@
 //! The admin socket's requests: status, stats, show, detach, failover, backing devices, reloads
 //! and config.
-use super::{changed, command_error, detach, failover_msg, switched, typed, Reply, Server};
+use super::{
+    changed, command_error, detach, failover_msg, migration, switched, typed, Reply, Server,
+};
 use crate::appliance::{Appliance, Command, Outcome, Owner};
 use crate::config;
 use crate::proto::{self, Code, Op, ProtoError, Request};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vnic_proto::client::Client;
+use vnic_proto::mobility::{Migrate, Migrations, Prepare};
 use vnic_proto::msg;
 
 impl Server {
     pub(crate) fn admin(
         &mut self,
         app: &mut Appliance,
+        conn: u64,
         req: &Request,
     ) -> Result<Reply, ProtoError> {
         match &req.op {
+            Op::Migrate(m) => self.start_migration(app, m),
+            Op::Migration(a) => app
+                .migration(&a.vnic)
+                .map(|m| typed("MIGRATION", &m))
+                .ok_or_else(|| {
+                    ProtoError::new(
+                        Code::UnknownVnic,
+                        format!("no migration of vNIC {:?} here", a.vnic),
+                    )
+                }),
+            Op::Migrations => Ok(typed(
+                "MIGRATIONS",
+                &Migrations {
+                    migrations: app.migrations(),
+                },
+            )),
+            Op::MigratePrepare(p) => {
+                let vnic = p
+                    .export
+                    .config
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let dry = p.dry_run;
+                let peer = p.export.from.clone();
+                match app.apply(Command::MigrateIn {
+                    prepare: p.clone(),
+                    peer,
+                }) {
+                    Ok(Outcome::Prepared(prep)) => {
+                        if !dry {
+                            self.prepared_by.entry(conn).or_default().push(vnic);
+                        }
+                        Ok(typed("PREPARED", &prep))
+                    }
+                    Ok(_) => Err(ProtoError::new(Code::Internal, "prepare did not prepare")),
+                    Err(e) => Err(command_error(e)),
+                }
+            }
+            Op::MigrateStatus(a) => app
+                .incoming_status(&a.vnic)
+                .map(|m| typed("MIGRATION", &m))
+                .map_err(|e| command_error(e.into())),
+            Op::MigrateCutover(c) => {
+                let m = migration(app.apply(Command::MigrateCutover { cutover: c.clone() }))?;
+                self.forget_prepared(&c.vnic);
+                Ok(typed("MIGRATION", &m))
+            }
+            Op::MigrateAbort(a) => {
+                let m = migration(
+                    app.apply(Command::MigrateAbort {
+                        vnic: a.vnic.clone(),
+                        why: a
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "aborted by the source".into()),
+                    }),
+                )?;
+                self.forget_prepared(&a.vnic);
+                Ok(typed("MIGRATION", &m))
+            }
             Op::Status => {
                 let st = app.status();
                 Ok(typed(
@@ -23,6 +90,7 @@ impl Server {
                         generation: st.generation,
                         config_generation: st.config_generation,
                         vnics: st.vnics,
+                        migrated_out: st.migrated_out,
                     },
                 ))
             }
@@ -157,6 +225,73 @@ impl Server {
                 Code::UnknownOp,
                 "control op on the admin socket",
             )),
+        }
+    }
+
+    /// Source: reach the destination, export the vNIC and hand the move to the mobility
+    /// frontend. Refused at once when the destination cannot be reached.
+    fn start_migration(&mut self, app: &mut Appliance, m: &Migrate) -> Result<Reply, ProtoError> {
+        let own = app.config().raw().admin_socket.clone();
+        if Path::new(&m.to) == own {
+            return Err(ProtoError::new(
+                Code::BadRequest,
+                format!("{} is this appliance's own admin socket", m.to),
+            ));
+        }
+        let mut client = Client::connect(Path::new(&m.to)).map_err(|e| {
+            ProtoError::new(
+                Code::Unreachable,
+                format!("cannot reach the destination's admin socket {}: {e}", m.to),
+            )
+        })?;
+        client.timeout = Duration::from_secs(10);
+        let export = match app.apply(Command::MigrateOut {
+            vnic: m.vnic.clone(),
+            to: m.to.clone(),
+            dry_run: m.dry_run,
+        }) {
+            Ok(Outcome::Exported(e)) => *e,
+            Ok(_) => return Err(ProtoError::new(Code::Internal, "migrate did not export")),
+            Err(e) => return Err(command_error(e)),
+        };
+        self.moves.push(crate::frontend::mobility::OutMove {
+            vnic: m.vnic.clone(),
+            client,
+            prepare: Prepare {
+                export,
+                map: m.map.clone(),
+                dry_run: m.dry_run,
+            },
+        });
+        let rec = app
+            .migration(&m.vnic)
+            .ok_or_else(|| ProtoError::new(Code::Internal, "no migration record"))?;
+        Ok(typed("MIGRATION", &rec))
+    }
+
+    fn forget_prepared(&mut self, vnic: &str) {
+        for list in self.prepared_by.values_mut() {
+            list.retain(|v| v != vnic);
+        }
+        self.prepared_by.retain(|_, l| !l.is_empty());
+    }
+
+    /// Destination: a source's admin connection closed; what it prepared here and did not cut
+    /// over is released (the source keeps forwarding).
+    pub(crate) fn source_gone(&mut self, app: &mut Appliance, conn: u64) {
+        let Some(vnics) = self.prepared_by.remove(&conn) else {
+            return;
+        };
+        for vnic in vnics {
+            if app
+                .migration(&vnic)
+                .is_some_and(|m| m.phase == vnic_proto::mobility::Phase::Incoming)
+            {
+                let _ = app.apply(Command::MigrateAbort {
+                    vnic: vnic.clone(),
+                    why: "the source's admin connection closed before cutover: released".into(),
+                });
+            }
         }
     }
 

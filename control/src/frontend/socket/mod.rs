@@ -12,6 +12,7 @@ use crate::appliance::{
     Appliance, AttachError, Command, CommandError, Event, FailoverError, Outcome, ReloadError,
 };
 use crate::config::{self, Config};
+use crate::mobility::MobilityError;
 use crate::proto::{self, Code, ProtoError};
 use crossbeam::channel::{unbounded, Receiver, RecvTimeoutError};
 use serde_json::Value;
@@ -57,6 +58,11 @@ pub struct Server {
     next_server_heartbeat: Instant,
     /// The config file vnicd runs (for reloads without a file).
     config_path: Option<PathBuf>,
+    /// Moves asked for on the admin socket, for the mobility frontend to drive.
+    moves: Vec<crate::frontend::mobility::OutMove>,
+    /// Destination: the vNICs each source connection prepared here (released if it closes
+    /// before cutover).
+    prepared_by: HashMap<u64, Vec<String>>,
 }
 
 /// A reply's op and its typed body (one of [`vnic_proto::msg`]), as the handlers return it.
@@ -81,7 +87,10 @@ pub(crate) fn failover_msg(e: &Event) -> Option<msg::Failover> {
             to: to.clone(),
             reason: reason.clone(),
         }),
-        Event::Link { .. } | Event::Withdrawn { .. } => None,
+        Event::Link { .. }
+        | Event::Withdrawn { .. }
+        | Event::Migrate { .. }
+        | Event::Migrated { .. } => None,
     }
 }
 
@@ -107,6 +116,12 @@ pub(crate) fn command_error(e: CommandError) -> ProtoError {
         },
         CommandError::Reload(ReloadError::Config(_)) => Code::InvalidConfig,
         CommandError::Reload(_) => Code::ReloadFailed,
+        CommandError::Mobility(m) => match m {
+            MobilityError::CannotTake(_) => Code::CannotTake,
+            MobilityError::UnknownVnic(_) => Code::UnknownVnic,
+            MobilityError::Phase(_) => Code::Migrating,
+            MobilityError::Failed(_) => Code::Internal,
+        },
     };
     ProtoError::new(code, e.to_string())
 }
@@ -128,6 +143,16 @@ pub(crate) fn switched(r: Result<Outcome, CommandError>) -> Result<Event, ProtoE
     }
 }
 
+/// The migration record a mobility command left.
+pub(crate) fn migration(
+    r: Result<Outcome, CommandError>,
+) -> Result<vnic_proto::mobility::Migration, ProtoError> {
+    match r.map_err(command_error)? {
+        Outcome::Migration(m) => Ok(*m),
+        _ => Err(ProtoError::new(Code::Internal, "unexpected outcome")),
+    }
+}
+
 /// The switch (if any) a change to a backing device caused.
 pub(crate) fn changed(r: Result<Outcome, CommandError>) -> Result<Option<Event>, ProtoError> {
     match r.map_err(command_error)? {
@@ -146,6 +171,28 @@ fn push_of(e: &Event) -> Reply {
             &msg::ConfigChanged {
                 vnic: vnic.clone(),
                 reason: "the vNIC was removed or recreated by a config reload: attach again".into(),
+            },
+        ),
+        (
+            Event::Migrate {
+                vnic,
+                control_socket,
+                token,
+            },
+            None,
+        ) => typed(
+            "MIGRATE",
+            &vnic_proto::mobility::MigratePush {
+                vnic: vnic.clone(),
+                control_socket: control_socket.clone(),
+                token: token.clone(),
+            },
+        ),
+        (Event::Migrated { to, .. }, None) => typed(
+            "DETACHED",
+            &msg::Detached {
+                reason: Some(format!("migrated to {to}")),
+                ..Default::default()
             },
         ),
         (Event::Failover { .. }, None) => typed("FAILOVER", &()),
@@ -174,6 +221,8 @@ impl Server {
             paths: vec![r.control_socket.clone(), r.admin_socket.clone()],
             next_server_heartbeat: Instant::now(),
             config_path: None,
+            moves: Vec::new(),
+            prepared_by: HashMap::new(),
         })
     }
 
@@ -202,13 +251,15 @@ impl Server {
     /// pushes (id 0), in the order they happened.
     pub fn deliver(&mut self, app: &mut Appliance, events: &[Event]) {
         for ev in events {
-            if let Event::Withdrawn { vnic } = ev {
+            if let Event::Withdrawn { vnic } | Event::Migrated { vnic, .. } = ev {
                 self.withdraw(app, vnic, ev);
                 continue;
             }
             let (Event::Failover { vnic, .. }
             | Event::Link { vnic, .. }
-            | Event::Withdrawn { vnic }) = ev;
+            | Event::Withdrawn { vnic }
+            | Event::Migrate { vnic, .. }
+            | Event::Migrated { vnic, .. }) = ev;
             let Some(id) = app.client_session(vnic) else {
                 continue;
             };
@@ -218,7 +269,8 @@ impl Server {
         }
     }
 
-    /// A reload took the vNIC away or rebuilt it: every session on it is told and closed.
+    /// A reload took the vNIC away or rebuilt it, or it moved away: every session on it is told
+    /// and closed.
     fn withdraw(&mut self, app: &mut Appliance, vnic: &str, ev: &Event) {
         let ids: Vec<u64> = self
             .conns
@@ -305,7 +357,7 @@ impl Server {
                     }
                     Ok(req) => {
                         let out = if admin {
-                            self.admin(app, &req)
+                            self.admin(app, id, &req)
                         } else {
                             self.control(app, id, &req)
                         };
@@ -336,6 +388,7 @@ impl Server {
     }
 
     pub(crate) fn close(&mut self, app: &mut Appliance, id: u64, why: &str) {
+        self.source_gone(app, id);
         let view = self.view(app, id);
         let Some(c) = self.conns.remove(&id) else {
             return;
@@ -393,6 +446,11 @@ impl Server {
     /// Remember the config file (SIGHUP and `vnicctl reload` without a file re-read it).
     pub fn set_config_path(&mut self, p: PathBuf) {
         self.config_path = Some(p);
+    }
+
+    /// Moves asked for since the last call (the mobility frontend drives them).
+    pub fn take_moves(&mut self) -> Vec<crate::frontend::mobility::OutMove> {
+        std::mem::take(&mut self.moves)
     }
 
     /// Sessions open now (control and admin).

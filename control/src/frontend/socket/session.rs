@@ -169,7 +169,14 @@ impl Server {
                 | Op::Reload(_)
                 | Op::ConfigShow
                 | Op::ConfigDiff(_)
-                | Op::AdminBacking(_),
+                | Op::AdminBacking(_)
+                | Op::Migrate(_)
+                | Op::Migration(_)
+                | Op::Migrations
+                | Op::MigratePrepare(_)
+                | Op::MigrateStatus(_)
+                | Op::MigrateCutover(_)
+                | Op::MigrateAbort(_),
                 _,
             ) => Err(ProtoError::new(
                 Code::UnknownOp,
