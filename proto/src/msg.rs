@@ -12,6 +12,14 @@ pub struct Welcome {
     pub heartbeat_ms: u64,
     /// The HELLO carried the vNIC's token (the client resumes its vNIC).
     pub resumed: bool,
+    /// The shared memory to join (as in `ATTACHED`), so a separate-process client can be
+    /// ready before it attaches: once attached it is served at once (a moving client's
+    /// successor is ready when the move cuts over).
+    #[serde(default)]
+    pub file_prefix: Option<String>,
+    /// The EAL lcore id it must use (as in `ATTACHED`).
+    #[serde(default)]
+    pub client_lcore: Option<u32>,
 }
 
 /// `CAPS`: what a client may ask for.

@@ -14,7 +14,8 @@ use vnic_dataplane::{eal, Burst, Eal, Mempool, Ring};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
-    /// Send every frame back: destination <- source, source <- our MAC.
+    /// Send every frame addressed to us back: destination <- source, source <- our MAC
+    /// (others, such as broadcasts, are not answered).
     Reflect,
     /// Count and free.
     Sink,
@@ -75,6 +76,27 @@ struct Args {
     /// start this program again here with the new socket and the token (appliances on one host).
     #[arg(long)]
     on_migrate: Option<String>,
+    /// Started by a predecessor for a moving vNIC (closes what it inherited).
+    #[arg(long, hide = true)]
+    successor: bool,
+}
+
+/// A successor starts clean: it closes every descriptor it inherited. DPDK's in its predecessor
+/// are not close-on-exec (a net_tap port's queue descriptors, which a secondary process holds
+/// copies of, among them); kept, they would hold the source's tap queues attached after the
+/// source released them, and the kernel would steer frames into a queue nobody reads when that
+/// port is opened again.
+fn close_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 /// Start the successor that attaches on the destination, resumed with the token. This process
@@ -97,6 +119,7 @@ fn start_successor(a: &Args, socket: &str, token: &str) -> std::io::Result<std::
             "--socket" | "--token" => {
                 it.next();
             }
+            "--successor" => {}
             s if s.starts_with("--socket=") || s.starts_with("--token=") => {}
             _ => args.push(x),
         }
@@ -106,6 +129,7 @@ fn start_successor(a: &Args, socket: &str, token: &str) -> std::io::Result<std::
         socket.into(),
         "--token".into(),
         token.into(),
+        "--successor".into(),
     ]);
     std::process::Command::new(std::env::current_exe()?)
         .args(args)
@@ -114,6 +138,9 @@ fn start_successor(a: &Args, socket: &str, token: &str) -> std::io::Result<std::
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.successor {
+        close_inherited();
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -140,20 +167,16 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut c = Client::connect(&a.socket)?;
     let w = c.hello(&a.vnic, a.token.as_deref())?;
     let hb = Duration::from_millis(w.heartbeat_ms / 3).max(Duration::from_millis(5));
-    let caps = c.caps()?;
-    let depth = a.depth.unwrap_or(caps.max_depth);
-    let mtu = a.mtu.unwrap_or(caps.max_mtu);
-    let g = c.attach(a.queues, depth, mtu, false)?;
-    let Some(prefix) = g.file_prefix.as_deref() else {
-        let _ = c.detach();
+    // Join vnicd's shared memory before attaching: once attached, this process serves at once
+    // (the successor of a moving vNIC is ready when the move cuts over).
+    let (Some(prefix), Some(lcore)) = (w.file_prefix.clone(), w.client_lcore) else {
         return Err("vnicd shares no memory (eal.file_prefix is unset in its config): a separate-process client cannot attach; set eal.file_prefix and use hugepages".into());
     };
-    let lcore = g.client_lcore;
     let eal_args: Vec<String> = [
         "vnic-client".to_string(),
         "--proc-type=secondary".into(),
         "--file-prefix".into(),
-        prefix.into(),
+        prefix.clone(),
         "--lcores".into(),
         format!("{lcore}@{}", a.cpu),
         "--no-pci".into(),
@@ -162,6 +185,14 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     ]
     .into();
     let _eal = Eal::init(&eal_args)?;
+    let caps = c.caps()?;
+    let depth = a.depth.unwrap_or(caps.max_depth);
+    let mtu = a.mtu.unwrap_or(caps.max_mtu);
+    let g = c.attach(a.queues, depth, mtu, false)?;
+    if g.file_prefix.as_deref() != Some(prefix.as_str()) || g.client_lcore != lcore {
+        let _ = c.detach();
+        return Err("vnicd's ATTACHED names other shared memory or lcore than its WELCOME".into());
+    }
     let pool = Mempool::lookup(&g.mempool)
         .map_err(|e| format!("{e} (vnicd's shared memory {prefix:?})"))?;
     let mut queues = Vec::new();
@@ -210,8 +241,17 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             match a.mode {
                 Mode::Reflect => {
                     let n = rx.forward_to(tx, |d| {
-                        if d.len() >= 12 {
+                        if d.len() < 12 {
+                        } else if d[0..6] == mac {
                             d.copy_within(6..12, 0);
+                            d[6..12].copy_from_slice(&mac);
+                        } else {
+                            // Not addressed to us (a broadcast, another vNIC's announcement):
+                            // not answered, or two reflectors would bounce it between them for
+                            // ever. The in-place move cannot drop a frame and stay crash-safe, so
+                            // it goes to our own address, which a switch drops at the port it
+                            // came in on.
+                            d[0..6].copy_from_slice(&mac);
                             d[6..12].copy_from_slice(&mac);
                         }
                     });

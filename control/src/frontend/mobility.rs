@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use vnic_proto::client::Client;
 use vnic_proto::mobility::{Migration, Phase, Prepare, Prepared};
 
+/// How much longer than the destination's deadline the source waits for the client.
+const GRACE: Duration = Duration::from_secs(1);
 /// How often the destination is asked whether the client has arrived.
 const ARRIVAL_POLL: Duration = Duration::from_millis(1);
 
@@ -162,8 +164,10 @@ fn advance(app: &mut Appliance, m: &mut Move) -> bool {
                 return true;
             }
             if needs_client {
+                // The destination's own deadline comes first (and says why); this one is for a
+                // destination that stops answering.
                 m.step = Step::Arriving {
-                    deadline: now + Duration::from_millis(prepared.deadline_ms),
+                    deadline: now + Duration::from_millis(prepared.deadline_ms) + GRACE,
                     next_poll: now,
                     asked: false,
                 };

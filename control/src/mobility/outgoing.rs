@@ -10,7 +10,7 @@ use vnic_proto::mobility::{Cutover, Direction, Migration};
 /// How long cutover waits for the client's rings to empty (the client keeps serving).
 const DRAIN_MAX: Duration = Duration::from_millis(5);
 /// Rings empty this long count as drained (a client may hold a burst between its rings).
-const DRAIN_QUIET: Duration = Duration::from_micros(200);
+const DRAIN_QUIET: Duration = Duration::from_micros(50);
 
 impl Appliance {
     /// Begin moving `vnic` to `to`: its export. The vNIC keeps forwarding.

@@ -122,7 +122,34 @@ impl Appliance {
 
     /// Plan only (for `config diff`).
     pub fn plan_reload(&self, new: &Config) -> Result<Vec<Step>, ReloadError> {
-        plan(&self.config, new).map_err(ReloadError::Config)
+        let new = self.with_moves(new.clone()).map_err(ReloadError::Config)?;
+        plan(&self.config, &new).map_err(ReloadError::Config)
+    }
+
+    /// A config file as it applies here after moves: vNICs of ours that moved away stay away
+    /// (the file still names them), vNICs that moved here stay (the file does not name them;
+    /// it may not name them either).
+    pub(crate) fn with_moves(&self, new: Config) -> Result<Config, ConfigErrors> {
+        if self.departed.is_empty() && self.adopted.is_empty() {
+            return Ok(new);
+        }
+        let mut raw = new.raw().clone();
+        raw.vnics
+            .retain(|v| !self.departed.iter().any(|d| d.cfg.name == v.name));
+        for name in &self.adopted {
+            if let Some(i) = raw.vnics.iter().position(|v| &v.name == name) {
+                return Err(ConfigErrors::one(
+                    format!("vnics[{i}].name"),
+                    format!(
+                        "vNIC {name:?} moved here from another appliance and runs here: the config cannot name it too (move it away first)"
+                    ),
+                ));
+            }
+            if let Some(vc) = self.config.raw().vnics.iter().find(|v| &v.name == name) {
+                raw.vnics.push(vc.clone());
+            }
+        }
+        raw.validate()
     }
 
     pub(crate) fn free_slot(&self, taken: &[VnicSlot]) -> Option<VnicSlot> {
@@ -152,6 +179,7 @@ impl Appliance {
     /// running appliance is untouched.
     pub(crate) fn prepare_reload(&mut self, new: Config) -> Result<PreparedReload, ReloadError> {
         let started = Instant::now();
+        let new = self.with_moves(new).map_err(ReloadError::Config)?;
         let steps = plan(&self.config, &new).map_err(ReloadError::Config)?;
         let mut new_vnics = Vec::new();
         let mut new_backing = Vec::new();

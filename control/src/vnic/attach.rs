@@ -98,6 +98,11 @@ impl Appliance {
         Ok(self.vnics[self.vnic_index(vnic)?].link())
     }
 
+    /// The EAL lcore id a separate-process client of `vnic` must use.
+    pub fn client_lcore(&self, vnic: &str) -> Option<u32> {
+        self.vnic_index(vnic).ok().map(client_lcore)
+    }
+
     /// The control-socket session attached to `vnic`, if a client session holds it.
     pub fn client_session(&self, vnic: &str) -> Option<u64> {
         let v = self.vnics.iter().find(|v| v.name == vnic)?;
@@ -192,9 +197,7 @@ impl Appliance {
                 mac,
                 link: self.link(vnic)?,
                 token,
-                // EAL lcore id a separate-process client must use (mempool caches are per lcore
-                // id in shared memory, so every process needs its own).
-                client_lcore: CLIENT_LCORE_BASE + (i as u32 % CLIENT_LCORES),
+                client_lcore: client_lcore(i),
                 file_prefix: self.shared_prefix(),
             },
             epoch,
@@ -270,4 +273,10 @@ impl Appliance {
         }
         Ok(drained)
     }
+}
+
+/// EAL lcore ids for separate-process clients: mempool caches are per lcore id in shared memory,
+/// so every process needs its own.
+fn client_lcore(vnic_index: usize) -> u32 {
+    CLIENT_LCORE_BASE + (vnic_index as u32 % CLIENT_LCORES)
 }

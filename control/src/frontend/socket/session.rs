@@ -86,6 +86,8 @@ impl Server {
                         vnic: h.vnic.clone(),
                         heartbeat_ms: self.heartbeat.as_millis() as u64,
                         resumed: h.token.is_some(),
+                        file_prefix: app.shared_prefix(),
+                        client_lcore: app.client_lcore(&h.vnic),
                     },
                 ))
             }
