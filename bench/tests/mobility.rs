@@ -10,237 +10,20 @@
 //! lives has dead queues the kernel steers flows into (measured: a bystander's client held 4
 //! queue descriptors of a tap after its port was closed and re-opened; 299 of 299 frames lost).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
-use serde_json::{json, Value};
+mod mobility_rig;
+
+use mobility_rig::{attached, bin, vnic_cfg, vnicctl, Appliance, Net};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use vnic_bench::gen::{Gen, GenPlace, TrialResult};
 use vnic_bench::procs::Guard;
-use vnic_bench::vnicd::{self, Output};
+use vnic_bench::vnicd;
 
 const MV: &str = "02:00:00:00:a0:01";
 const BYA: &str = "02:00:00:00:a0:02";
 const BYB: &str = "02:00:00:00:b0:02";
-
-fn bin(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_vnic-gen")).with_file_name(name)
-}
-
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// The switch and its ports; removed on drop.
-struct Net {
-    id: u32,
-    br: String,
-    ns: String,
-    links: Vec<String>,
-}
-
-impl Net {
-    fn new() -> Net {
-        let id = std::process::id() % 10000;
-        let n = Net {
-            id,
-            br: format!("vbr{id}"),
-            ns: format!("vnp{id}"),
-            links: Vec::new(),
-        };
-        n.cleanup();
-        let mut n = n;
-        sh(&["ip", "link", "add", &n.br, "type", "bridge"]);
-        sh(&["ip", "link", "set", &n.br, "up"]);
-        sh(&["ip", "netns", "add", &n.ns]);
-        n.links.push(n.br.clone());
-        n
-    }
-    /// A VF on the switch: a veth pair, one end a bridge port, the other for a
-    /// `net_af_packet` port (it stays when vnicd closes the port, as a VF on its physical port).
-    /// Returns (the end vnicd uses, the bridge port).
-    fn vf(&mut self, tag: &str) -> (String, String) {
-        let (ours, port) = (format!("vf{}{tag}", self.id), format!("vb{}{tag}", self.id));
-        sh(&[
-            "ip", "link", "add", &ours, "type", "veth", "peer", "name", &port,
-        ]);
-        sh(&["ip", "link", "set", &port, "master", &self.br, "up"]);
-        sh(&["ip", "link", "set", &ours, "up"]);
-        self.links.push(ours.clone());
-        (ours, port)
-    }
-    /// A veth whose far end is in the peer's namespace: (inside, on the bridge).
-    fn peer_port(&mut self, tag: &str) -> String {
-        let (inside, out) = (format!("vp{}{tag}", self.id), format!("vq{}{tag}", self.id));
-        sh(&[
-            "ip", "link", "add", &out, "type", "veth", "peer", "name", &inside,
-        ]);
-        sh(&["ip", "link", "set", &inside, "netns", &self.ns]);
-        sh(&["ip", "link", "set", &out, "master", &self.br, "up"]);
-        sh(&[
-            "ip", "netns", "exec", &self.ns, "ip", "link", "set", &inside, "up",
-        ]);
-        self.links.push(out);
-        inside
-    }
-    /// The bridge port the switch has learned `mac` on.
-    fn fdb_port(&self, mac: &str) -> Option<String> {
-        let o = Command::new("bridge")
-            .args(["fdb", "show", "br", &self.br])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter(|l| l.starts_with(mac) && !l.contains("permanent"))
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let i = f.iter().position(|w| *w == "dev")?;
-                f.get(i + 1).map(|s| s.to_string())
-            })
-    }
-    fn cleanup(&self) {
-        for l in &self.links {
-            let _ = Command::new("ip").args(["link", "del", l]).output();
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        self.cleanup();
-    }
-}
-
-/// One appliance.
-struct Appliance {
-    dir: PathBuf,
-    vd: Guard,
-    tag: &'static str,
-    out: Option<(
-        std::thread::JoinHandle<String>,
-        std::thread::JoinHandle<String>,
-    )>,
-}
-
-impl Appliance {
-    fn start(dir: &Path, tag: &'static str, vnics: Value, mobility: Value) -> Appliance {
-        let id = std::process::id() % 10000;
-        let cfg = json!({
-            "eal": {"cores": [0, 1], "main_core": 0, "memory_mb": 256, "file_prefix": format!("mv{tag}{id}")},
-            "data_cores": [{"core": 1, "idle_sleep_us": 50}],
-            "control_socket": dir.join(format!("{tag}-ctl.sock")),
-            "admin_socket": dir.join(format!("{tag}-adm.sock")),
-            "heartbeat_timeout_ms": 5000,
-            "vnics": vnics,
-            "mobility": mobility,
-        });
-        let mut vd = vnicd::spawn(
-            &bin("vnicd"),
-            &dir.join(format!("{tag}.json")),
-            &cfg,
-            &["--json-summary"],
-            true,
-        )
-        .unwrap();
-        // Read its output all along (a full pipe would stall it).
-        let out = Some(vd.collect_output());
-        let adm = dir.join(format!("{tag}-adm.sock"));
-        vnicd::wait_for(&adm, &mut vd, "vnicd up", Duration::from_secs(20), |_| true).unwrap();
-        Appliance {
-            dir: dir.to_path_buf(),
-            vd,
-            tag,
-            out,
-        }
-    }
-    fn adm(&self) -> PathBuf {
-        self.dir.join(format!("{}-adm.sock", self.tag))
-    }
-    fn ctl(&self) -> PathBuf {
-        self.dir.join(format!("{}-ctl.sock", self.tag))
-    }
-    fn status(&self) -> Value {
-        vnicd::status(&self.adm()).unwrap()
-    }
-    fn vnic(&self, name: &str) -> Option<Value> {
-        self.status()["vnics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name)
-            .cloned()
-    }
-    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) {
-        let adm = self.adm();
-        vnicd::wait_for(&adm, &mut self.vd, what, Duration::from_secs(20), pred).unwrap();
-    }
-    fn client(&self, vnic: &str, extra: &[&str]) -> Guard {
-        vnicd::client(
-            &bin("vnicd"),
-            "reflect",
-            vnic,
-            &self.ctl(),
-            0,
-            extra,
-            Output::ShowErrors,
-        )
-        .unwrap()
-    }
-    /// Stop it; mbufs not back in their pools at its shutdown (must be 0).
-    fn finish(mut self) -> u64 {
-        self.vd.signal(15); // SIGTERM: a clean shutdown with its summary
-        let st = self.vd.wait_timeout(Duration::from_secs(20));
-        assert!(
-            st.is_some_and(|s| s.success()),
-            "vnicd {}: {st:?}",
-            self.tag
-        );
-        let (o, e) = self.out.take().unwrap();
-        let (out, err) = (o.join().unwrap(), e.join().unwrap());
-        let s = vnicd::summary(&out).unwrap_or_else(|x| panic!("{x}: {err}"));
-        s["shutdown"]["pools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p[2].as_u64().unwrap())
-            .sum()
-    }
-}
-
-fn vnic_cfg(name: &str, mac: &str, vf: &str, n: u32) -> Value {
-    json!({"name": name, "mac": mac, "ipv4": ["10.77.0.1"],
-           "backing": [{"name": format!("{name}-vf"), "devargs": format!("net_af_packet{n},iface={vf}"),
-                        "port_label": "lan", "program_mac": false}]})
-}
-
-fn attached(st: &Value, vnic: &str) -> bool {
-    st["vnics"].as_array().is_some_and(|a| {
-        a.iter()
-            .any(|v| v["name"] == vnic && v["state"] == "attached")
-    })
-}
-
-fn vnicctl(adm: &Path, args: &[&str]) -> (i32, String) {
-    let o = Command::new(bin("vnicctl"))
-        .arg("--socket")
-        .arg(adm)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
 
 /// The rig: A with the moving vNIC and a bystander, B with a bystander and a spare on the same
 /// port label, the peer with one stream per vNIC.
@@ -511,6 +294,9 @@ fn the_destination_releases_a_prepared_vnic_when_the_source_dies_before_cutover(
         })
     });
     r.a.vd.signal(9); // the source appliance is killed mid-move
+                      // What a killed primary leaves: its hugepage files and runtime folder (cleared after the
+                      // checks, so the host is as it was for the next test).
+    let prefix = format!("mva{}", std::process::id() % 10000);
     let t0 = std::time::Instant::now();
     r.b.wait("mv0 released on B", |st| {
         st["vnics"]
@@ -533,6 +319,20 @@ fn the_destination_releases_a_prepared_vnic_when_the_source_dies_before_cutover(
         c.stop(Duration::from_secs(2));
     }
     assert_eq!(r.b.finish(), 0, "B leaked mbufs");
+    let _ = r.a.vd.wait_timeout(Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    for e in std::fs::read_dir("/dev/hugepages")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{prefix}map_"))
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[test]

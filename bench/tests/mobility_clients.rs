@@ -1,0 +1,386 @@
+//! Moving the other transports' clients between two appliances (the rig of `mobility.rs`): a
+//! memif container is restarted against the destination's socket (memif has no live migration),
+//! and a QEMU guest on a vhost-user vNIC is live-migrated from a QEMU on A's socket to one started
+//! with `-incoming` on B's, while a peer on the bridge pings it every 10 ms.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
+mod mobility_rig;
+
+use mobility_rig::{bin, vnicctl, Appliance, Net};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vnic_bench::gen::{Gen, GenPlace};
+use vnic_bench::procs::Guard;
+use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
+use vnic_dataplane::eal;
+
+const MAC: &str = "02:00:00:00:c0:01";
+
+fn dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vnic-mc-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("b-sockets")).unwrap();
+    d
+}
+
+/// A with `vnic` on a VF, B with a spare on the same label and a socket directory.
+fn pair(d: &Path, net: &mut Net, vnic: Value) -> (Appliance, Appliance) {
+    let (vf_a, vf_b) = (net.vf("a").0, net.vf("s").0);
+    let mut vnic = vnic;
+    vnic["backing"] = json!([{"name": "vf", "devargs": format!("net_af_packet0,iface={vf_a}"),
+                              "port_label": "lan", "program_mac": false}]);
+    let a = Appliance::start(d, "a", json!([vnic]), json!({}));
+    let b = Appliance::start(
+        d,
+        "b",
+        json!([]),
+        json!({"spares": [{"name": "spare0", "devargs": format!("net_af_packet0,iface={vf_b}"),
+                           "port_label": "lan", "program_mac": false}],
+               "socket_dir": d.join("b-sockets"), "arrive_timeout_ms": 60000}),
+    );
+    (a, b)
+}
+
+fn state(app: &Appliance, vnic: &str) -> Option<Value> {
+    app.vnic(vnic)
+}
+
+/// An unmodified testpmd on a memif client port, swapping MACs (the "container").
+fn container(socket: &str) -> Testpmd {
+    let mut o = TestpmdOpts::io(
+        1,
+        0,
+        vec![format!(
+            "net_memif0,role=client,socket={socket},socket-abstract=no,id=0"
+        )],
+        eal::host_hugepages_usable(),
+        "loop",
+    );
+    o.forward_mode = "macswap".into();
+    let mut p = Testpmd::spawn(&o).expect("testpmd container");
+    p.cmd("start").unwrap();
+    p
+}
+
+#[test]
+fn a_memif_container_restarted_on_the_destination_keeps_its_vnic() {
+    let d = dir("memif");
+    let mut net = Net::new();
+    let peer = net.peer_port("m");
+    let sock_a = d.join("a-mv.memif").display().to_string();
+    let (mut a, mut b) = pair(
+        &d,
+        &mut net,
+        json!({"name": "mv", "mac": MAC, "client": {"transport": "memif", "socket": sock_a}}),
+    );
+    let c = container(&sock_a);
+    a.wait("the container attached on A", |st| {
+        st["vnics"][0]["state"] == "attached"
+    });
+    let mut gen = Gen::spawn_at(
+        &bin("vnicd"),
+        0,
+        &[format!("net_af_packet0,iface={peer}")],
+        1,
+        false,
+        &GenPlace {
+            netns: Some(net.ns.clone()),
+            dst: vec![MAC.into()],
+        },
+    )
+    .unwrap();
+    gen.wait_listening(Duration::from_secs(20)).unwrap();
+    gen.wait_ready(Duration::from_secs(20)).unwrap();
+    let t = gen.trial(2000, 0.5, 0.3, &[64], false).unwrap();
+    assert_eq!(t.lost, 0, "before the move: {t:?}");
+    let before = state(&a, "mv").unwrap();
+    let (adm_a, adm_b) = (a.adm(), b.adm());
+    let (res, out) = std::thread::scope(|s| {
+        let h = s.spawn(|| gen.trial(2000, 8.0, 0.0, &[64], false).unwrap());
+        std::thread::sleep(Duration::from_millis(500));
+        let mv = s.spawn(|| vnicctl(&adm_a, &["migrate", "mv", "--to", adm_b.to_str().unwrap()]));
+        // B prepares the vNIC on its own socket; the container is restarted against it.
+        b.wait("mv incoming on B", |st| {
+            st["vnics"][0]["state"] == "incoming"
+        });
+        let sock_b = state(&b, "mv").unwrap()["client_socket"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(sock_b, d.join("b-sockets/mv.memif").display().to_string());
+        let t_stop = Instant::now();
+        c.quit();
+        let c2 = container(&sock_b);
+        let (code, out) = mv.join().unwrap();
+        eprintln!(
+            "container restarted and the move done in {:.0} ms",
+            t_stop.elapsed().as_secs_f64() * 1e3
+        );
+        assert_eq!(code, 0, "{out}");
+        let r = h.join().unwrap();
+        (r, (out, c2))
+    });
+    let (out, mut c2) = out;
+    eprintln!("{out}");
+    let p = &res.ports[0];
+    eprintln!(
+        "memif: offered {} received {} lost {} longest gap {:.1} ms (the container's restart)",
+        p.offered,
+        p.received,
+        p.lost,
+        p.max_gap_us / 1e3
+    );
+    assert!(p.received * 2 > p.offered, "the stream went on on B: {p:?}");
+    let v = state(&b, "mv").unwrap();
+    assert_eq!(v["transport"], "memif");
+    assert_eq!(v["owner"]["kind"], "memif", "{v}");
+    assert!(
+        v["rx_packets"].as_u64().unwrap() > before["rx_packets"].as_u64().unwrap(),
+        "counters continue: {v}"
+    );
+    assert!(state(&a, "mv").is_none());
+    let m = vnic_bench::vnicd::admin(&adm_a, "MIGRATION", json!({"vnic": "mv"})).unwrap();
+    assert_eq!(m["released_pool_in_use"], 0, "{m}");
+    let t = gen.trial(2000, 0.5, 0.0, &[64], false).unwrap();
+    assert_eq!(t.lost, 0, "after the move: {t:?}");
+    c2.cmd("stop").unwrap();
+    c2.quit();
+    gen.quit();
+    assert_eq!(a.finish(), 0);
+    assert_eq!(b.finish(), 0);
+}
+
+fn guest() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = root.join("target/vm-guest");
+    let st = Command::new(root.join("deploy/guest/build.sh"))
+        .arg(&out)
+        .status()
+        .expect("deploy/guest/build.sh runs");
+    assert!(st.success(), "the guest could not be built: {st}");
+    out
+}
+
+/// A QEMU on a vhost-user socket, its HMP monitor on a unix socket.
+fn qemu(
+    g: &Path,
+    sock: &str,
+    mon: &Path,
+    incoming: Option<u16>,
+) -> (Guard, std::sync::mpsc::Receiver<String>) {
+    let mut q = Command::new("qemu-system-x86_64");
+    q.args(["-machine", "q35,accel=tcg", "-smp", "1", "-m", "256"])
+        .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+        .args(["-numa", "node,memdev=mem"])
+        .args(["-chardev", &format!("socket,id=c0,path={sock}")])
+        .args(["-netdev", "vhost-user,id=n0,chardev=c0"])
+        // vectors=0: QEMU 7.2 crashes under TCG with MSI-X on vhost-user. guest_announce=off:
+        // the destination backend gets VHOST_USER_SEND_RARP (and announces for the guest).
+        .args([
+            "-device",
+            &format!("virtio-net-pci,netdev=n0,mac={MAC},vectors=0,guest_announce=off"),
+        ])
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .args([
+            "-monitor",
+            &format!("unix:{},server=on,wait=off", mon.display()),
+        ])
+        .args(["-kernel", &g.join("vmlinuz").display().to_string()])
+        .args(["-initrd", &g.join("initrd.gz").display().to_string()])
+        .args([
+            "-append",
+            "console=ttyS0 quiet panic=-1 vnic.ip=10.77.0.2/24",
+        ]);
+    if let Some(port) = incoming {
+        q.args(["-incoming", &format!("tcp:127.0.0.1:{port}")]);
+    }
+    q.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut g = Guard::new("qemu", q.spawn().expect("qemu-system-x86_64 (make deps)"));
+    let out = g.child.as_mut().unwrap().stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (g, rx)
+}
+
+/// One HMP command; its output up to the next prompt.
+fn hmp(mon: &Path, cmd: &str) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match std::os::unix::net::UnixStream::connect(mon) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < end => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("monitor {}: {e}", mon.display()),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = String::new();
+    let mut buf = [0u8; 4096];
+    // The banner and first prompt, then the command's output and the next prompt.
+    let mut prompts = 0;
+    let mut sent = false;
+    while prompts < 2 {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&String::from_utf8_lossy(&buf[..n]));
+        prompts = out.matches("(qemu)").count();
+        if prompts >= 1 && !sent {
+            s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+            sent = true;
+        }
+    }
+    out
+}
+
+#[test]
+fn a_qemu_guest_live_migrates_between_appliances_while_pinged() {
+    let g = guest();
+    let d = dir("vm");
+    let mut net = Net::new();
+    let peer = net.peer_port("p");
+    let ns = net.ns.clone();
+    mobility_rig::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns,
+        "ip",
+        "addr",
+        "add",
+        "10.77.0.1/24",
+        "dev",
+        &peer,
+    ]);
+    let sock_a = d.join("a-vm.vhost").display().to_string();
+    let (mut a, mut b) = pair(
+        &d,
+        &mut net,
+        json!({"name": "vm", "mac": MAC, "ipv4": ["10.77.0.2"],
+               "client": {"transport": "vhost-user", "socket": sock_a}}),
+    );
+    let (mon_a, mon_b) = (d.join("qa.mon"), d.join("qb.mon"));
+    let (mut qa, console) = qemu(&g, &sock_a, &mon_a, None);
+    let t0 = Instant::now();
+    loop {
+        if let Ok(l) = console.recv_timeout(Duration::from_secs(1)) {
+            if l.contains("VNIC-GUEST-READY") {
+                break;
+            }
+        }
+        assert!(qa.running(), "source QEMU exited");
+        assert!(t0.elapsed() < Duration::from_secs(180), "guest not up");
+    }
+    a.wait("the guest attached on A", |st| {
+        st["vnics"][0]["state"] == "attached"
+    });
+    // Pings every 10 ms from the peer, all through the move.
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "/bin/busybox",
+            "ping",
+            "-i",
+            "0.01",
+            "-w",
+            "14",
+            "10.77.0.2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let (adm_a, adm_b) = (a.adm(), b.adm());
+    let (out, downtime) = std::thread::scope(|s| {
+        let mv = s.spawn(|| vnicctl(&adm_a, &["migrate", "vm", "--to", adm_b.to_str().unwrap()]));
+        b.wait("vm incoming on B", |st| {
+            st["vnics"][0]["state"] == "incoming"
+        });
+        let sock_b = state(&b, "vm").unwrap()["client_socket"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let port = 44000 + (std::process::id() % 1000) as u16;
+        let (qb, _cb) = qemu(&g, &sock_b, &mon_b, Some(port));
+        // The destination is listening once its monitor says it waits for the migration.
+        let st = hmp(&mon_b, "info status");
+        assert!(st.contains("inmigrate"), "{st}");
+        let r = hmp(&mon_a, &format!("migrate -d tcp:127.0.0.1:{port}"));
+        assert!(!r.contains("rror"), "{r}");
+        let end = Instant::now() + Duration::from_secs(60);
+        let info = loop {
+            let i = hmp(&mon_a, "info migrate");
+            if i.contains("Migration status: completed") {
+                break i;
+            }
+            assert!(!i.contains("failed"), "{i}");
+            assert!(Instant::now() < end, "{i}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let downtime = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("downtime:"))
+            .map(|v| v.trim().trim_end_matches("ms").trim().to_string())
+            .unwrap_or_default();
+        let (code, out) = mv.join().unwrap();
+        assert_eq!(code, 0, "{out}");
+        qa.stop(Duration::from_secs(5));
+        (out, (downtime, qb))
+    });
+    let (downtime, mut qb) = downtime;
+    let text = {
+        let o = ping.wait_with_output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    eprintln!("{out}");
+    let stats = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("");
+    eprintln!("QEMU downtime {downtime} ms; ping: {stats}");
+    let nums: Vec<u64> = stats
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let (sent, got) = (nums[0], nums[1]);
+    assert!(sent > 500, "{text}");
+    // The guest answers from B after the move (the last pings came back).
+    let tail_ok = text
+        .lines()
+        .rev()
+        .filter(|l| l.contains("bytes from"))
+        .count();
+    assert!(tail_ok > 0, "{text}");
+    let v = state(&b, "vm").unwrap();
+    assert_eq!(v["state"], "attached", "{v}");
+    assert_eq!(v["owner"]["kind"], "vhost", "{v}");
+    assert!(state(&a, "vm").is_none());
+    eprintln!("pings lost: {} of {sent}", sent - got);
+    assert!(got * 10 > sent * 8, "{text}");
+    qb.stop(Duration::from_secs(5));
+    assert_eq!(a.finish(), 0);
+    assert_eq!(b.finish(), 0);
+}
