@@ -2,6 +2,7 @@
 //! `dpdk-testpmd` process driven over its interactive prompt, the `vnic-gen` paced generator,
 //! Open vSwitch with DPDK as a baseline, the NDR/PDR search, and child-process hygiene.
 pub mod gen;
+pub mod mobility;
 pub mod ovs;
 pub mod procs;
 pub mod search;

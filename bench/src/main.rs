@@ -22,6 +22,7 @@ mod clientbench;
 mod closedloop;
 mod failbench;
 mod goals;
+mod migratebench;
 mod plots;
 mod reloadbench;
 mod report;
@@ -64,6 +65,9 @@ enum Scenario {
     PvMemif,
     /// ATTACH/DETACH latency.
     Attach,
+    /// A shm vNIC moved back and forth between two appliances under traffic: loss, outage,
+    /// time per phase (20 moves at 100 kpps; quick: 4).
+    Migrate,
 }
 
 impl Scenario {
@@ -321,6 +325,7 @@ fn run(args: Args) -> Res<()> {
         + plan.latency_at.len() as f64 * trial_est(plan.latency_seconds);
     let failover_reps = if quick { 2 } else { 20 };
     let reloads = if quick { 20 } else { 100 };
+    let migrate_moves = if quick { 4 } else { 20 };
     let scale_counts: Vec<usize> = if quick {
         vec![1, 8, 32]
     } else {
@@ -336,6 +341,7 @@ fn run(args: Args) -> Res<()> {
             Scenario::Reload => 8.0 + reloads as f64 * 0.05,
             Scenario::Client => rounds as f64 * 2.0 * (seconds + 3.0),
             Scenario::Attach => 5.0,
+            Scenario::Migrate => 15.0 + migrate_moves as f64 * 3.0,
             _ => 0.0,
         };
     }
@@ -437,6 +443,7 @@ fn run(args: Args) -> Res<()> {
     let mut attach_json = serde_json::Value::Null;
     let mut failover_json = serde_json::Value::Null;
     let mut reload_json = serde_json::Value::Null;
+    let mut migrate_json = serde_json::Value::Null;
     let mut scale_json = serde_json::Value::Null;
     let mut scale_rows: Vec<scalebench::ScaleRow> = Vec::new();
     let result = result.and_then(|()| {
@@ -518,6 +525,43 @@ fn run(args: Args) -> Res<()> {
                 r.reloads, r.p50_ms, r.p99_ms, r.max_ms, r.untouched_drops, r.untouched_packets
             );
             reload_json = serde_json::to_value(&r)?;
+        }
+        if set.contains(&Scenario::Migrate) {
+            let rate = 100_000;
+            prog.step(
+                &format!("migrate: {migrate_moves} moves at {rate} frames/s"),
+                15.0 + migrate_moves as f64 * 3.0,
+            );
+            let r = migratebench::run(&env.vnicd, &env.dir, migrate_moves, rate)?;
+            let col = |f: fn(&migratebench::Move) -> f64| -> Vec<f64> { r.moves.iter().map(f).collect() };
+            let (lost, gap, noise) = (
+                col(|m| m.lost as f64),
+                col(|m| m.gap_ms),
+                col(|m| m.bystander_gap_ms),
+            );
+            out!(md, "");
+            out!(md, "| migrate: shm vNIC, {} moves, {} frames/s per stream (asked {rate}; the most this host carried without loss) | median | max |", r.moves.len(), r.rate_per_stream);
+            out!(md, "|---|---:|---:|");
+            let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+            for (name, v) in [
+                ("frames lost", lost.clone()),
+                ("longest gap at the peer, ms", gap.clone()),
+                ("bystanders' longest gap (host noise), ms", noise),
+                ("prepare (B builds it), ms", col(|m| m.prepare_ms)),
+                ("the client moves (successor attached on B), ms", col(|m| m.client_ms)),
+                ("cutover (A stops → B forwards), ms", col(|m| m.cutover_ms)),
+                ("whole move, ms", col(|m| m.total_ms)),
+            ] {
+                out!(md, "| {name} | {:.2} | {:.2} |", median(&v), max(&v));
+            }
+            let by: u64 = r.moves.iter().map(|m| m.bystander_lost).sum();
+            out!(md, "bystander vNICs lost {by} frames in all (goal 0){}", if r.gen_limited { "; the generator could not keep the rate" } else { "" });
+            out!(
+                md,
+                "goal (shm: 0 frames lost and a median gap < 1 ms): {}",
+                if median(&lost) == 0.0 && median(&gap) < 1.0 { "met" } else { "NOT met" }
+            );
+            migrate_json = serde_json::to_value(&r)?;
         }
         if set.contains(&Scenario::Client) {
             prog.step("client: in-core vs process", rounds as f64 * 2.0 * (seconds + 3.0));
@@ -633,7 +677,7 @@ fn run(args: Args) -> Res<()> {
         "line_rate": {"summary": topo_json, "pv": pv_json},
         "goals": goals,
         "trials": trials, "summary": summaries,
-        "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "scale": scale_json,
+        "client": client_json, "attach": attach_json, "failover": failover_json, "reload": reload_json, "migrate": migrate_json, "scale": scale_json,
         "duration_s": started.elapsed().as_secs_f64(),
     });
     // Never overwrite an earlier run of the same day: number the next one.

@@ -54,6 +54,23 @@ fn frame(seq: u32, mac_last: u8) -> Vec<u8> {
 
 /// Attach vnic0 and keep frames going round (net_ring loops tx to rx) until stopped; returns a
 /// handle yielding (sent, received in order).
+/// Frames the traffic thread has sent so far (one traffic thread per test process).
+static SENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Wait until the traffic thread has sent `n` more frames than `since` (a loaded host runs it
+/// slowly: a condition, not a sleep). Returns the count reached.
+fn traffic_moved(since: u32, n: u32) -> u32 {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = SENT.load(Ordering::Relaxed);
+        if s >= since + n {
+            return s;
+        }
+        assert!(Instant::now() < end, "traffic stalled at {s}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn traffic(fx: &common::Fx) -> (Client, Arc<AtomicBool>, std::thread::JoinHandle<(u32, u32)>) {
     let mut c = fx.client();
     raw::hello(&mut c, "vnic0", None).unwrap();
@@ -78,6 +95,7 @@ fn traffic(fx: &common::Fx) -> (Client, Arc<AtomicBool>, std::thread::JoinHandle
                     .is_ok()
             {
                 sent += 1;
+                SENT.store(sent, Ordering::Relaxed);
             }
             while rx.dequeue(&mut b) > 0 {
                 for m in b.drain() {
@@ -127,6 +145,7 @@ fn adding_changing_and_removing_a_vnic_100_times_loses_nothing_on_another() {
         assert_eq!(r["steps"][0], "remove vNIC vnicB", "{r}");
     }
     let took = t.elapsed();
+    traffic_moved(0, 1001);
     stop.store(true, Ordering::Relaxed);
     let (sent, got) = h.join().unwrap();
     assert_eq!(got, sent, "frames lost on vnic0 during 400 reloads");
@@ -349,8 +368,10 @@ fn moving_a_vnic_between_data_cores_loses_nothing() {
     cfg["data_cores"] = two_cores;
     assert_eq!(fx.vnic("vnic0")["data_core"], 1);
     let (mut c, stop, h) = traffic(&fx);
+    let mut seen = 0;
     for (k, core) in [0, 1, 0, 1, 0, 1].into_iter().enumerate() {
-        std::thread::sleep(Duration::from_millis(50));
+        // Each move happens with traffic flowing: frames sent since the last one.
+        seen = traffic_moved(seen, 80);
         cfg["vnics"][0]["data_core"] = core.into();
         let r = reload(&fx, &cfg).unwrap();
         assert_eq!(
@@ -360,7 +381,7 @@ fn moving_a_vnic_between_data_cores_loses_nothing() {
         );
         assert_eq!(fx.vnic("vnic0")["data_core"], core);
     }
-    std::thread::sleep(Duration::from_millis(50));
+    traffic_moved(seen, 80);
     stop.store(true, Ordering::Relaxed);
     let (sent, got) = h.join().unwrap();
     assert!(sent > 500, "{sent}");
