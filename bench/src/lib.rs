@@ -5,6 +5,7 @@ pub mod gen;
 pub mod mobility;
 pub mod ovs;
 pub mod procs;
+pub mod qemu;
 pub mod search;
 pub mod testpmd;
 pub mod vnicd;

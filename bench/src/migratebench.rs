@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
 use vnic_bench::gen::{Gen, GenPlace};
-use vnic_bench::mobility::{attached, vnic_cfg, vnicctl, Appliance, Net};
+use vnic_bench::mobility::{attached, spare, vnic_cfg, vnicctl, Appliance, Net};
 use vnic_bench::vnicd::{self, Output, Res};
 
 const MV: &str = "02:00:00:00:a0:01";
@@ -38,6 +38,8 @@ pub struct Move {
 /// The scenario's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrateResult {
+    /// Live migrations of a QEMU guest (vhost-user), pinged every 10 ms.
+    pub vm: Vec<VmMove>,
     /// Frames/s per stream asked for, and used: the highest rate up to it that every stream
     /// carried without loss with nothing moving.
     pub rate_asked: u64,
@@ -84,8 +86,7 @@ pub fn run(vnicd_bin: &Path, dir: &Path, moves: usize, rate: u64) -> Res<Migrate
         "b",
         id,
         json!([vnic_cfg("byb", BYB, &tb_by, 0)]),
-        json!({"spares": [{"name": "spare0", "devargs": format!("net_af_packet1,iface={tb_sp}"),
-                           "port_label": "lan", "program_mac": false}]}),
+        json!({"spares": [spare(&format!("net_af_packet1,iface={tb_sp}"))]}),
     )?;
     let mut clients = vec![
         a.client("mv0", &[], Output::Drop)?,
@@ -184,9 +185,155 @@ pub fn run(vnicd_bin: &Path, dir: &Path, moves: usize, rate: u64) -> Res<Migrate
         return Err(format!("mbufs leaked: A {la}, B {lb}").into());
     }
     Ok(MigrateResult {
+        vm: Vec::new(),
         rate_asked,
         rate_per_stream: rate,
         moves: out,
         gen_limited,
     })
+}
+
+/// One live migration of a QEMU guest on a vhost-user vNIC.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmMove {
+    pub direction: String,
+    /// QEMU's own figure.
+    pub qemu_downtime_ms: u64,
+    /// Pings (every 10 ms from the peer) unanswered, and the longest run of them as time.
+    pub lost_pings: u64,
+    pub outage_ms: f64,
+    pub cutover_ms: f64,
+    pub total_ms: f64,
+}
+
+const VM_MAC: &str = "02:00:00:00:c0:01";
+
+/// `moves` live migrations of a QEMU guest back and forth, pinged every 10 ms throughout.
+pub fn vm(vnicd_bin: &Path, dir: &Path, moves: usize) -> Res<Vec<VmMove>> {
+    use vnic_bench::mobility::sh;
+    use vnic_bench::qemu;
+    let root = vnicd_bin
+        .ancestors()
+        .nth(3)
+        .ok_or("the repository root (vnicd is in target/release)")?;
+    let guest = qemu::guest(root)?;
+    let id = std::process::id() % 5000;
+    let mut net = Net::new(id)?;
+    let peer = net.peer_port("p")?;
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.ns,
+        "ip",
+        "addr",
+        "add",
+        "10.77.0.1/24",
+        "dev",
+        &peer,
+    ])?;
+    let (vf_a, vf_b) = (net.vf("a")?.0, net.vf("s")?.0);
+    std::fs::create_dir_all(dir.join("b-sockets"))?;
+    let sock_a = dir.join("a-vm.vhost").display().to_string();
+    let mut a = Appliance::start(
+        vnicd_bin,
+        dir,
+        "a",
+        id,
+        json!([{"name": "vm", "mac": VM_MAC, "ipv4": ["10.77.0.2"],
+                "client": {"transport": "vhost-user", "socket": sock_a},
+                "backing": [{"name": "vf", "devargs": format!("net_af_packet0,iface={vf_a}"),
+                             "port_label": "lan", "program_mac": false}]}]),
+        json!({}),
+    )?;
+    let mut b = Appliance::start(
+        vnicd_bin,
+        dir,
+        "b",
+        id,
+        json!([]),
+        json!({"spares": [spare(&format!("net_af_packet0,iface={vf_b}"))],
+               "socket_dir": dir.join("b-sockets"), "arrive_timeout_ms": 60000}),
+    )?;
+    let mons = [dir.join("q0.mon"), dir.join("q1.mon")];
+    let mut cur = qemu::start(&guest, &sock_a, &mons[0], VM_MAC, "10.77.0.2/24", None)?;
+    cur.wait_ready(Duration::from_secs(180))?;
+    a.wait("the guest attached on A", |st| attached(st, "vm"))?;
+    let mut out = Vec::new();
+    for k in 0..moves {
+        crate::check_stop()?;
+        let (from, to, dir_name) = if k % 2 == 0 {
+            (&mut a, &mut b, "a->b")
+        } else {
+            (&mut b, &mut a, "b->a")
+        };
+        let (from_adm, to_adm) = (from.adm(), to.adm());
+        let ping = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.ns,
+                "/bin/busybox",
+                "ping",
+                "-i",
+                "0.01",
+                "-w",
+                "6",
+                "10.77.0.2",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(800));
+        let port = 45000 + (id % 500) as u16 * 2 + (k % 2) as u16;
+        let (src_mon, dst_mon) = (mons[k % 2].clone(), mons[(k + 1) % 2].clone());
+        let (moved, next, downtime) = std::thread::scope(|s| -> Res<_> {
+            let mv = s.spawn(|| {
+                to_adm
+                    .to_str()
+                    .ok_or_else(|| "socket path".to_string())
+                    .and_then(|t| {
+                        vnicctl(vnicd_bin, &from_adm, &["migrate", "vm", "--to", t])
+                            .map_err(|e| e.to_string())
+                    })
+            });
+            to.wait("vm incoming", |st| {
+                st["vnics"].as_array().is_some_and(|v| {
+                    v.iter()
+                        .any(|x| x["name"] == "vm" && x["state"] == "incoming")
+                })
+            })?;
+            let sock = to
+                .vnic("vm")?
+                .and_then(|v| v["client_socket"].as_str().map(str::to_string))
+                .ok_or("vm's socket on the destination")?;
+            let next = qemu::start(&guest, &sock, &dst_mon, VM_MAC, "10.77.0.2/24", Some(port))?;
+            let downtime = qemu::migrate(&src_mon, &dst_mon, port)?;
+            let moved = mv.join().map_err(|_| "vnicctl thread panicked")??;
+            Ok((moved, next, downtime))
+        })?;
+        cur.guard.stop(Duration::from_secs(5));
+        cur = next;
+        let (code, text) = moved;
+        if code != 0 {
+            return Err(format!("VM move {k} ({dir_name}): {text}").into());
+        }
+        let o = ping.wait_with_output()?;
+        let (sent, got, gap) = qemu::ping_stats(&String::from_utf8_lossy(&o.stdout));
+        let m = vnicd::admin(&from_adm, "MIGRATION", json!({"vnic": "vm"}))?;
+        out.push(VmMove {
+            direction: dir_name.into(),
+            qemu_downtime_ms: downtime,
+            lost_pings: sent.saturating_sub(got),
+            outage_ms: gap as f64 * 10.0,
+            cutover_ms: m["cutover_us"].as_f64().unwrap_or(f64::NAN) / 1e3,
+            total_ms: phase_us(&m, "done") / 1e3,
+        });
+    }
+    cur.guard.stop(Duration::from_secs(5));
+    let (la, lb) = (a.finish()?, b.finish()?);
+    if la + lb > 0 {
+        return Err(format!("mbufs leaked: A {la}, B {lb}").into());
+    }
+    Ok(out)
 }

@@ -201,6 +201,11 @@ pub fn vnic_cfg(name: &str, mac: &str, vf: &str, n: u32) -> Value {
                         "port_label": "lan", "program_mac": false}]})
 }
 
+/// A spare VF (`spare0` on port label `lan`) for `mobility.spares`.
+pub fn spare(devargs: &str) -> Value {
+    json!({"name": "spare0", "devargs": devargs, "port_label": "lan", "program_mac": false})
+}
+
 /// Whether `vnic` is attached in a status.
 pub fn attached(st: &Value, vnic: &str) -> bool {
     st["vnics"].as_array().is_some_and(|a| {

@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod mobility_rig;
 
-use mobility_rig::{attached, bin, vnic_cfg, vnicctl, Appliance, Net};
+use mobility_rig::{attached, bin, spare, vnic_cfg, vnicctl, Appliance, Net};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,8 +59,7 @@ fn rig(arrive_timeout_ms: u32, mv_client_extra: &[&str]) -> Rig {
         &dir,
         "b",
         json!([vnic_cfg("byb", BYB, &tb_by, 0)]),
-        json!({"spares": [{"name": "spare0", "devargs": format!("net_af_packet1,iface={tb_sp}"),
-                           "port_label": "lan", "program_mac": false}],
+        json!({"spares": [spare(&format!("net_af_packet1,iface={tb_sp}"))],
                "arrive_timeout_ms": arrive_timeout_ms}),
     );
     let mut clients = vec![
@@ -278,24 +277,11 @@ fn refused_and_failed_moves_leave_both_appliances_as_they_were() {
 #[test]
 fn the_destination_releases_a_prepared_vnic_when_the_source_dies_before_cutover() {
     let mut r = rig(30_000, &["--on-migrate", "true"]);
-    let (adm_a, adm_b) = (r.a.adm(), r.b.adm());
-    let mut mv = Command::new(bin("vnicctl"))
-        .arg("--socket")
-        .arg(&adm_a)
-        .args(["migrate", "mv0", "--to", adm_b.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    r.b.wait("mv0 incoming on B", |st| {
-        st["vnics"].as_array().is_some_and(|a| {
-            a.iter()
-                .any(|v| v["name"] == "mv0" && v["state"] == "incoming")
-        })
-    });
-    r.a.vd.signal(9); // the source appliance is killed mid-move
-                      // What a killed primary leaves: its hugepage files and runtime folder (cleared after the
-                      // checks, so the host is as it was for the next test).
+    let adm_b = r.b.adm();
+    let mut mv = start_stuck_move(&mut r);
+    // The source appliance is killed mid-move. What a killed primary leaves (its hugepage
+    // files and runtime folder) is cleared after the checks, for the next test.
+    r.a.vd.signal(9);
     let prefix = format!("mva{}", std::process::id() % 10000);
     let t0 = std::time::Instant::now();
     r.b.wait("mv0 released on B", |st| {
@@ -320,6 +306,30 @@ fn the_destination_releases_a_prepared_vnic_when_the_source_dies_before_cutover(
     }
     assert_eq!(r.b.finish(), 0, "B leaked mbufs");
     let _ = r.a.vd.wait_timeout(Duration::from_secs(5));
+    clear_killed(&prefix);
+}
+
+/// `vnicctl migrate mv0` (whose client never arrives) running, with mv0 `incoming` on B.
+fn start_stuck_move(r: &mut Rig) -> std::process::Child {
+    let mv = Command::new(bin("vnicctl"))
+        .arg("--socket")
+        .arg(r.a.adm())
+        .args(["migrate", "mv0", "--to", r.b.adm().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    r.b.wait("mv0 incoming on B", |st| {
+        st["vnics"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|v| v["name"] == "mv0" && v["state"] == "incoming")
+        })
+    });
+    mv
+}
+
+/// Remove what a killed primary leaves: its runtime folder and hugepage files.
+fn clear_killed(prefix: &str) {
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
     for e in std::fs::read_dir("/dev/hugepages")
         .into_iter()
@@ -333,6 +343,56 @@ fn the_destination_releases_a_prepared_vnic_when_the_source_dies_before_cutover(
             let _ = std::fs::remove_file(e.path());
         }
     }
+}
+
+#[test]
+fn the_source_keeps_forwarding_when_the_destination_dies_before_cutover() {
+    let mut r = rig(30_000, &["--on-migrate", "true"]);
+    let mv = start_stuck_move(&mut r);
+    // The destination appliance is killed mid-move.
+    r.b.vd.signal(9);
+    let o = mv.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("the destination's session ended"), "{text}");
+    // A forwards as before: its two vNICs' streams are exact (B's went with B).
+    let v = r.a.vnic("mv0").unwrap();
+    assert_eq!(v["state"], "attached", "{v}");
+    assert_eq!(v["migration"]["phase"], "failed", "{v}");
+    let t = r.gen.trial(3000, 0.5, 0.0, &[64], false).unwrap();
+    assert_eq!((t.ports[0].lost, t.ports[1].lost), (0, 0), "{t:?}");
+    r.gen.quit();
+    for mut c in r.clients.drain(..) {
+        c.stop(Duration::from_secs(2));
+    }
+    let _ = r.b.vd.wait_timeout(Duration::from_secs(5));
+    clear_killed(&format!("mvb{}", std::process::id() % 10000));
+    assert_eq!(r.a.finish(), 0, "A leaked mbufs");
+}
+
+#[test]
+fn a_crash_of_the_source_after_cutover_leaves_the_destination_running() {
+    let mut r = rig(10_000, &[]);
+    let (adm_a, adm_b) = (r.a.adm(), r.b.adm());
+    let (code, out) = vnicctl(&adm_a, &["migrate", "mv0", "--to", adm_b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    r.b.wait("mv0 attached on B", |st| attached(st, "mv0"));
+    r.a.vd.signal(9);
+    let _ = r.a.vd.wait_timeout(Duration::from_secs(5));
+    // B needs nothing of A after cutover: mv0 and B's own vNIC carry their streams exactly.
+    let t = r.gen.trial(3000, 0.5, 0.0, &[64], false).unwrap();
+    assert_eq!((t.ports[0].lost, t.ports[2].lost), (0, 0), "{t:?}");
+    assert_eq!(r.b.vnic("mv0").unwrap()["state"], "attached");
+    r.gen.quit();
+    for mut c in r.clients.drain(..) {
+        c.stop(Duration::from_secs(2));
+    }
+    clear_killed(&format!("mva{}", std::process::id() % 10000));
+    assert_eq!(r.b.finish(), 0, "B leaked mbufs");
 }
 
 #[test]

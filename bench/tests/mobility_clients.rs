@@ -5,14 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod mobility_rig;
 
-use mobility_rig::{bin, vnicctl, Appliance, Net};
+use mobility_rig::{bin, spare, vnicctl, Appliance, Net};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vnic_bench::gen::{Gen, GenPlace};
-use vnic_bench::procs::Guard;
+use vnic_bench::qemu;
 use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
 use vnic_dataplane::eal;
 
@@ -36,8 +35,7 @@ fn pair(d: &Path, net: &mut Net, vnic: Value) -> (Appliance, Appliance) {
         d,
         "b",
         json!([]),
-        json!({"spares": [{"name": "spare0", "devargs": format!("net_af_packet0,iface={vf_b}"),
-                           "port_label": "lan", "program_mac": false}],
+        json!({"spares": [spare(&format!("net_af_packet0,iface={vf_b}"))],
                "socket_dir": d.join("b-sockets"), "arrive_timeout_ms": 60000}),
     );
     (a, b)
@@ -152,110 +150,10 @@ fn a_memif_container_restarted_on_the_destination_keeps_its_vnic() {
     assert_eq!(b.finish(), 0);
 }
 
-fn guest() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = root.join("target/vm-guest");
-    let st = Command::new(root.join("deploy/guest/build.sh"))
-        .arg(&out)
-        .status()
-        .expect("deploy/guest/build.sh runs");
-    assert!(st.success(), "the guest could not be built: {st}");
-    out
-}
-
-/// A QEMU on a vhost-user socket, its HMP monitor on a unix socket.
-fn qemu(
-    g: &Path,
-    sock: &str,
-    mon: &Path,
-    incoming: Option<u16>,
-) -> (Guard, std::sync::mpsc::Receiver<String>) {
-    let mut q = Command::new("qemu-system-x86_64");
-    q.args(["-machine", "q35,accel=tcg", "-smp", "1", "-m", "256"])
-        .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
-        .args(["-numa", "node,memdev=mem"])
-        .args(["-chardev", &format!("socket,id=c0,path={sock}")])
-        .args(["-netdev", "vhost-user,id=n0,chardev=c0"])
-        // vectors=0: QEMU 7.2 crashes under TCG with MSI-X on vhost-user. guest_announce=off:
-        // the destination backend gets VHOST_USER_SEND_RARP (and announces for the guest).
-        .args([
-            "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={MAC},vectors=0,guest_announce=off"),
-        ])
-        .args([
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-        ])
-        .args([
-            "-monitor",
-            &format!("unix:{},server=on,wait=off", mon.display()),
-        ])
-        .args(["-kernel", &g.join("vmlinuz").display().to_string()])
-        .args(["-initrd", &g.join("initrd.gz").display().to_string()])
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 vnic.ip=10.77.0.2/24",
-        ]);
-    if let Some(port) = incoming {
-        q.args(["-incoming", &format!("tcp:127.0.0.1:{port}")]);
-    }
-    q.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut g = Guard::new("qemu", q.spawn().expect("qemu-system-x86_64 (make deps)"));
-    let out = g.child.as_mut().unwrap().stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    (g, rx)
-}
-
-/// One HMP command; its output up to the next prompt.
-fn hmp(mon: &Path, cmd: &str) -> String {
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut s = loop {
-        match std::os::unix::net::UnixStream::connect(mon) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < end => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("monitor {}: {e}", mon.display()),
-        }
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut out = String::new();
-    let mut buf = [0u8; 4096];
-    // The banner and first prompt, then the command's output and the next prompt.
-    let mut prompts = 0;
-    let mut sent = false;
-    while prompts < 2 {
-        let n = s.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&String::from_utf8_lossy(&buf[..n]));
-        prompts = out.matches("(qemu)").count();
-        if prompts >= 1 && !sent {
-            s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-            sent = true;
-        }
-    }
-    out
-}
-
 #[test]
 fn a_qemu_guest_live_migrates_between_appliances_while_pinged() {
-    let g = guest();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let g = qemu::guest(root).unwrap();
     let d = dir("vm");
     let mut net = Net::new();
     let peer = net.peer_port("p");
@@ -280,17 +178,8 @@ fn a_qemu_guest_live_migrates_between_appliances_while_pinged() {
                "client": {"transport": "vhost-user", "socket": sock_a}}),
     );
     let (mon_a, mon_b) = (d.join("qa.mon"), d.join("qb.mon"));
-    let (mut qa, console) = qemu(&g, &sock_a, &mon_a, None);
-    let t0 = Instant::now();
-    loop {
-        if let Ok(l) = console.recv_timeout(Duration::from_secs(1)) {
-            if l.contains("VNIC-GUEST-READY") {
-                break;
-            }
-        }
-        assert!(qa.running(), "source QEMU exited");
-        assert!(t0.elapsed() < Duration::from_secs(180), "guest not up");
-    }
+    let mut qa = qemu::start(&g, &sock_a, &mon_a, MAC, "10.77.0.2/24", None).unwrap();
+    qa.wait_ready(Duration::from_secs(180)).unwrap();
     a.wait("the guest attached on A", |st| {
         st["vnics"][0]["state"] == "attached"
     });
@@ -314,7 +203,7 @@ fn a_qemu_guest_live_migrates_between_appliances_while_pinged() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let (adm_a, adm_b) = (a.adm(), b.adm());
-    let (out, downtime) = std::thread::scope(|s| {
+    let (out, downtime, mut qb) = std::thread::scope(|s| {
         let mv = s.spawn(|| vnicctl(&adm_a, &["migrate", "vm", "--to", adm_b.to_str().unwrap()]));
         b.wait("vm incoming on B", |st| {
             st["vnics"][0]["state"] == "incoming"
@@ -324,63 +213,35 @@ fn a_qemu_guest_live_migrates_between_appliances_while_pinged() {
             .unwrap()
             .to_string();
         let port = 44000 + (std::process::id() % 1000) as u16;
-        let (qb, _cb) = qemu(&g, &sock_b, &mon_b, Some(port));
-        // The destination is listening once its monitor says it waits for the migration.
-        let st = hmp(&mon_b, "info status");
-        assert!(st.contains("inmigrate"), "{st}");
-        let r = hmp(&mon_a, &format!("migrate -d tcp:127.0.0.1:{port}"));
-        assert!(!r.contains("rror"), "{r}");
-        let end = Instant::now() + Duration::from_secs(60);
-        let info = loop {
-            let i = hmp(&mon_a, "info migrate");
-            if i.contains("Migration status: completed") {
-                break i;
-            }
-            assert!(!i.contains("failed"), "{i}");
-            assert!(Instant::now() < end, "{i}");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let downtime = info
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("downtime:"))
-            .map(|v| v.trim().trim_end_matches("ms").trim().to_string())
-            .unwrap_or_default();
+        let qb = qemu::start(&g, &sock_b, &mon_b, MAC, "10.77.0.2/24", Some(port)).unwrap();
+        let downtime = qemu::migrate(&mon_a, &mon_b, port).unwrap();
         let (code, out) = mv.join().unwrap();
         assert_eq!(code, 0, "{out}");
-        qa.stop(Duration::from_secs(5));
-        (out, (downtime, qb))
+        qa.guard.stop(Duration::from_secs(5));
+        (out, downtime, qb)
     });
-    let (downtime, mut qb) = downtime;
     let text = {
         let o = ping.wait_with_output().unwrap();
         String::from_utf8_lossy(&o.stdout).to_string()
     };
     eprintln!("{out}");
-    let stats = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("");
-    eprintln!("QEMU downtime {downtime} ms; ping: {stats}");
-    let nums: Vec<u64> = stats
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let (sent, got) = (nums[0], nums[1]);
+    let (sent, got, gap) = qemu::ping_stats(&text);
+    eprintln!(
+        "QEMU downtime {downtime} ms; pings lost: {} of {sent}, longest gap {gap} pings",
+        sent - got
+    );
     assert!(sent > 500, "{text}");
-    // The guest answers from B after the move (the last pings came back).
-    let tail_ok = text
-        .lines()
-        .rev()
-        .filter(|l| l.contains("bytes from"))
-        .count();
-    assert!(tail_ok > 0, "{text}");
+    // The guest answers from B after the move.
+    assert!(
+        text.lines().rev().take(5).any(|l| l.contains("bytes from")),
+        "{text}"
+    );
     let v = state(&b, "vm").unwrap();
     assert_eq!(v["state"], "attached", "{v}");
     assert_eq!(v["owner"]["kind"], "vhost", "{v}");
     assert!(state(&a, "vm").is_none());
-    eprintln!("pings lost: {} of {sent}", sent - got);
     assert!(got * 10 > sent * 8, "{text}");
-    qb.stop(Duration::from_secs(5));
+    qb.guard.stop(Duration::from_secs(5));
     assert_eq!(a.finish(), 0);
     assert_eq!(b.finish(), 0);
 }

@@ -7,7 +7,7 @@ use vnic_bench::procs::Guard;
 use vnic_bench::vnicd::Output;
 
 #[allow(unused_imports)] // not every test file uses them
-pub use rig::{attached, vnic_cfg};
+pub use rig::{attached, spare, vnic_cfg};
 
 pub fn bin(name: &str) -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_vnic-gen")).with_file_name(name)

@@ -7,7 +7,7 @@ use crate::appliance::{Appliance, Command, Outcome};
 use crossbeam::channel::{unbounded, Receiver, Sender, TryRecvError};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use vnic_proto::client::Client;
+use vnic_proto::client::{Client, ClientError};
 use vnic_proto::mobility::{Migration, Phase, Prepare, Prepared};
 
 /// How much longer than the destination's deadline the source waits for the client.
@@ -36,7 +36,10 @@ impl Peer {
             .name(format!("vnic-move-{vnic}"))
             .spawn(move || {
                 for (op, body) in req_rx {
-                    let r = client.request(op, body).map_err(|e| e.to_string());
+                    let r = client.request(op, body).map_err(|e| match e {
+                        ClientError::Refused { .. } => e.to_string(),
+                        other => format!("the destination's session ended: {other}"),
+                    });
                     if rep_tx.send(r).is_err() {
                         break;
                     }
@@ -183,12 +186,18 @@ fn advance(app: &mut Appliance, m: &mut Move) -> bool {
         } => {
             if let Some(r) = reply {
                 *asked = false;
-                let rec: Migration = match r.and_then(|v| parse(v, "MIGRATION")) {
-                    Ok(x) => x,
+                let rec: Migration = match r {
                     Err(e) => {
-                        fail(app, &m.vnic, format!("the destination: {e}"));
+                        fail(app, &m.vnic, e);
                         return true;
                     }
+                    Ok(v) => match parse(v, "MIGRATION") {
+                        Ok(x) => x,
+                        Err(e) => {
+                            fail(app, &m.vnic, format!("the destination: {e}"));
+                            return true;
+                        }
+                    },
                 };
                 if rec.phase == Phase::Failed {
                     let why = rec.error.unwrap_or_default();
