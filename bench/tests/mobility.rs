@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod mobility_rig;
 
-use mobility_rig::{attached, bin, spare, vnic_cfg, vnicctl, Appliance, Net};
+use mobility_rig::{attached, bin, spare, vnic_cfg, vnicctl, Appliance, Net, Reaper};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +34,8 @@ struct Rig {
     gen: Gen,
     clients: Vec<Guard>,
     _dir: PathBuf,
+    /// Last: what the test left running goes (a moved vNIC's successor clients).
+    _reaper: Reaper,
 }
 
 fn rig(arrive_timeout_ms: u32, mv_client_extra: &[&str]) -> Rig {
@@ -104,6 +106,7 @@ fn rig(arrive_timeout_ms: u32, mv_client_extra: &[&str]) -> Rig {
         b,
         gen,
         clients,
+        _reaper: Reaper(dir.clone()),
         _dir: dir,
     }
 }

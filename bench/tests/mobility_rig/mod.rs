@@ -84,3 +84,25 @@ impl Appliance {
 pub fn vnicctl(adm: &Path, args: &[&str]) -> (i32, String) {
     rig::vnicctl(&bin("vnicd"), adm, args).unwrap()
 }
+
+/// When dropped, kills every process whose command line names `dir`: the successors a moving
+/// vNIC's client started are not our children, and a test leaves nothing running.
+pub struct Reaper(pub PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let me = std::process::id();
+        let key = self.0.display().to_string();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if pid != me && String::from_utf8_lossy(&cmd).contains(&key) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}

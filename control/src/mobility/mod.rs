@@ -12,26 +12,12 @@ mod outgoing;
 
 use crate::appliance::{unix_ms, Appliance};
 use crate::config::VnicConfig;
+pub(crate) use crate::vnic::Moving;
 use std::time::Instant;
 pub use vnic_proto::mobility::{
     BackingMap, Cutover, Direction, MigratePush, Migration, Phase, PhaseChange, Prepare, Prepared,
     VnicExport,
 };
-
-/// Where a vNIC is in a move between appliances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Moving {
-    #[default]
-    No,
-    /// Leaving: forwarding as usual while the client moves.
-    Out,
-    /// Leaving, cutting over: tx only (what the client still has goes to the VF).
-    Draining,
-    /// Leaving, cut over: out of every table; released once the destination forwards.
-    Stopped,
-    /// Arrived, not cut over: built, not forwarding, not announced; released at `deadline`.
-    In { deadline: Instant },
-}
 
 /// Why a move could not be made (nothing changed where it was refused).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

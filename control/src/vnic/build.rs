@@ -223,7 +223,7 @@ pub(crate) fn build_vnic(
             up: false,
             active_backing: None,
         },
-        moving: crate::mobility::Moving::No,
+        moving: super::Moving::No,
         carried: Default::default(),
     };
     if let Some(a) = active {

@@ -26,6 +26,21 @@ pub const CLIENT_LCORE_BASE: u32 = 64;
 /// How many distinct client lcore ids (DPDK's RTE_MAX_LCORE is 128 in Debian's build).
 pub const CLIENT_LCORES: u32 = 64;
 
+/// Where a vNIC is in a move between appliances (the `mobility` room drives it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Moving {
+    #[default]
+    No,
+    /// Leaving: forwarding as usual while the client moves.
+    Out,
+    /// Leaving, cutting over: tx only (what the client still has goes to the VF).
+    Draining,
+    /// Leaving, cut over: out of every table; released once the destination forwards.
+    Stopped,
+    /// Arrived, not cut over: built, not forwarding, not announced; released at `deadline`.
+    In { deadline: Instant },
+}
+
 pub(crate) struct Backing {
     pub(crate) cfg: BackingConfig,
     pub(crate) port: Option<Port>,
@@ -123,7 +138,7 @@ pub(crate) struct Vnic {
     /// The link last queued for clients as an event (see `Appliance::note_links`).
     pub(crate) told_link: LinkState,
     /// Where it is in a move between appliances.
-    pub(crate) moving: crate::mobility::Moving,
+    pub(crate) moving: Moving,
     /// Counters it brought from the appliance it moved from (status adds this appliance's).
     pub(crate) carried: vnic_proto::status::VnicCounts,
 }
