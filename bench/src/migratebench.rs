@@ -7,13 +7,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
-use vnic_bench::gen::{Gen, GenPlace};
-use vnic_bench::mobility::{attached, spare, vnic_cfg, vnicctl, Appliance, Net};
+use vnic_bench::mobility::{attached, pair, vnicctl, Net, ShmScene};
 use vnic_bench::vnicd::{self, Output, Res};
-
-const MV: &str = "02:00:00:00:a0:01";
-const BYA: &str = "02:00:00:00:a0:02";
-const BYB: &str = "02:00:00:00:b0:02";
 
 /// One move.
 #[derive(Debug, Clone, Serialize)]
@@ -61,63 +56,15 @@ fn phase_us(m: &Value, phase: &str) -> f64 {
 pub fn run(vnicd_bin: &Path, dir: &Path, moves: usize, rate: u64) -> Res<MigrateResult> {
     let rate_asked = rate;
     let id = 5000 + std::process::id() % 5000;
-    let mut net = Net::new(id)?;
-    let (ta_mv, ta_by) = (net.vf("am")?.0, net.vf("ab")?.0);
-    let (tb_by, tb_sp) = (net.vf("bb")?.0, net.vf("bs")?.0);
-    let ports = [
-        net.peer_port("m")?,
-        net.peer_port("a")?,
-        net.peer_port("b")?,
-    ];
-    let mut a = Appliance::start(
-        vnicd_bin,
-        dir,
-        "a",
-        id,
-        json!([
-            vnic_cfg("mv0", MV, &ta_mv, 0),
-            vnic_cfg("bya", BYA, &ta_by, 1)
-        ]),
-        json!({}),
-    )?;
-    let mut b = Appliance::start(
-        vnicd_bin,
-        dir,
-        "b",
-        id,
-        json!([vnic_cfg("byb", BYB, &tb_by, 0)]),
-        json!({"spares": [spare(&format!("net_af_packet1,iface={tb_sp}"))]}),
-    )?;
-    let mut clients = vec![
-        a.client("mv0", &[], Output::Drop)?,
-        a.client("bya", &[], Output::Drop)?,
-        b.client("byb", &[], Output::Drop)?,
-    ];
-    a.wait("A's clients", |st| {
-        attached(st, "mv0") && attached(st, "bya")
-    })?;
-    b.wait("B's client", |st| attached(st, "byb"))?;
-    let mut gen = Gen::spawn_at(
-        vnicd_bin,
-        0,
-        &ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("net_af_packet{i},iface={p}"))
-            .collect::<Vec<_>>(),
-        1,
-        false,
-        &GenPlace {
-            netns: Some(net.ns.clone()),
-            dst: vec![MV.into(), BYA.into(), BYB.into()],
-        },
-    )?;
-    gen.wait_listening(Duration::from_secs(20))?;
-    gen.wait_ready(Duration::from_secs(20))?;
-    // Let the switch learn every vNIC before the first move; then the highest rate up to
-    // `rate` this host carries without loss on every stream with nothing moving (the moves'
-    // losses must be theirs, not the host's).
-    gen.trial(3000, 0.5, 0.3, &[64], false)?;
+    let ShmScene {
+        net: _net,
+        mut a,
+        mut b,
+        mut gen,
+        mut clients,
+    } = ShmScene::start(vnicd_bin, dir, id, 30_000, &[], Output::Drop)?;
+    // The highest rate up to `rate` this host carries without loss on every stream with nothing
+    // moving (the moves' losses must be theirs, not the host's).
     let mut rate = rate;
     loop {
         let t = gen.trial(rate * 3, 1.0, 0.2, &[64], false)?;
@@ -210,7 +157,6 @@ const VM_MAC: &str = "02:00:00:00:c0:01";
 
 /// `moves` live migrations of a QEMU guest back and forth, pinged every 10 ms throughout.
 pub fn vm(vnicd_bin: &Path, dir: &Path, moves: usize) -> Res<Vec<VmMove>> {
-    use vnic_bench::mobility::sh;
     use vnic_bench::qemu;
     let root = vnicd_bin
         .ancestors()
@@ -219,41 +165,15 @@ pub fn vm(vnicd_bin: &Path, dir: &Path, moves: usize) -> Res<Vec<VmMove>> {
     let guest = qemu::guest(root)?;
     let id = std::process::id() % 5000;
     let mut net = Net::new(id)?;
-    let peer = net.peer_port("p")?;
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.ns,
-        "ip",
-        "addr",
-        "add",
-        "10.77.0.1/24",
-        "dev",
-        &peer,
-    ])?;
-    let (vf_a, vf_b) = (net.vf("a")?.0, net.vf("s")?.0);
-    std::fs::create_dir_all(dir.join("b-sockets"))?;
+    net.peer_port_ip("p", "10.77.0.1/24")?;
     let sock_a = dir.join("a-vm.vhost").display().to_string();
-    let mut a = Appliance::start(
+    let (mut a, mut b) = pair(
         vnicd_bin,
         dir,
-        "a",
         id,
-        json!([{"name": "vm", "mac": VM_MAC, "ipv4": ["10.77.0.2"],
-                "client": {"transport": "vhost-user", "socket": sock_a},
-                "backing": [{"name": "vf", "devargs": format!("net_af_packet0,iface={vf_a}"),
-                             "port_label": "lan", "program_mac": false}]}]),
-        json!({}),
-    )?;
-    let mut b = Appliance::start(
-        vnicd_bin,
-        dir,
-        "b",
-        id,
-        json!([]),
-        json!({"spares": [spare(&format!("net_af_packet0,iface={vf_b}"))],
-               "socket_dir": dir.join("b-sockets"), "arrive_timeout_ms": 60000}),
+        &mut net,
+        json!({"name": "vm", "mac": VM_MAC, "ipv4": ["10.77.0.2"],
+               "client": {"transport": "vhost-user", "socket": sock_a}}),
     )?;
     let mons = [dir.join("q0.mon"), dir.join("q1.mon")];
     let mut cur = qemu::start(&guest, &sock_a, &mons[0], VM_MAC, "10.77.0.2/24", None)?;

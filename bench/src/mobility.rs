@@ -59,6 +59,14 @@ impl Net {
         sh(&["ip", "link", "set", &ours, "up"])?;
         Ok((ours, port))
     }
+    /// [`Net::peer_port`] with an IPv4 address (`10.77.0.1/24`) on the end inside.
+    pub fn peer_port_ip(&mut self, tag: &str, cidr: &str) -> Res<String> {
+        let p = self.peer_port(tag)?;
+        sh(&[
+            "ip", "netns", "exec", &self.ns, "ip", "addr", "add", cidr, "dev", &p,
+        ])?;
+        Ok(p)
+    }
     /// A veth whose far end is in the peer's namespace; returns the end inside.
     pub fn peer_port(&mut self, tag: &str) -> Res<String> {
         let (inside, out) = (format!("vp{}{tag}", self.id), format!("vq{}{tag}", self.id));
@@ -229,4 +237,127 @@ pub fn vnicctl(vnicd_bin: &Path, adm: &Path, args: &[&str]) -> Res<(i32, String)
             String::from_utf8_lossy(&o.stderr)
         ),
     ))
+}
+
+/// The moving vNIC and the bystanders of [`ShmScene`].
+pub const MV: &str = "02:00:00:00:a0:01";
+pub const BYA: &str = "02:00:00:00:a0:02";
+pub const BYB: &str = "02:00:00:00:b0:02";
+
+/// A shm vNIC `mv0` ready to move: A has it and a bystander `bya` (and `dup`, which has B's
+/// bystander's MAC and no client: B must refuse it); B has a bystander `byb` and a spare on the
+/// same port label. A `vnic-client reflect` serves each of mv0, bya, byb, and the peer has one
+/// stream per vNIC (ports 0, 1, 2: mv0, bya, byb).
+pub struct ShmScene {
+    pub net: Net,
+    pub a: Appliance,
+    pub b: Appliance,
+    pub gen: crate::gen::Gen,
+    pub clients: Vec<Guard>,
+}
+
+impl ShmScene {
+    /// Build it in `dir`; mv0's client gets `mv_extra` arguments. Every stream is checked exact
+    /// before it is handed over (the switch has learned where every vNIC is).
+    pub fn start(
+        vnicd_bin: &Path,
+        dir: &Path,
+        id: u32,
+        arrive_timeout_ms: u32,
+        mv_extra: &[&str],
+        out: Output,
+    ) -> Res<ShmScene> {
+        let mut net = Net::new(id)?;
+        let (ta_mv, ta_by, ta_dup) = (net.vf("am")?.0, net.vf("ab")?.0, net.vf("ad")?.0);
+        let (tb_by, tb_sp) = (net.vf("bb")?.0, net.vf("bs")?.0);
+        let ports = [
+            net.peer_port("m")?,
+            net.peer_port("a")?,
+            net.peer_port("b")?,
+        ];
+        let mut a = Appliance::start(
+            vnicd_bin,
+            dir,
+            "a",
+            id,
+            json!([
+                vnic_cfg("mv0", MV, &ta_mv, 0),
+                vnic_cfg("bya", BYA, &ta_by, 1),
+                vnic_cfg("dup", BYB, &ta_dup, 2)
+            ]),
+            json!({}),
+        )?;
+        let mut b = Appliance::start(
+            vnicd_bin,
+            dir,
+            "b",
+            id,
+            json!([vnic_cfg("byb", BYB, &tb_by, 0)]),
+            json!({"spares": [spare(&format!("net_af_packet1,iface={tb_sp}"))],
+                   "arrive_timeout_ms": arrive_timeout_ms}),
+        )?;
+        let clients = vec![
+            a.client("mv0", mv_extra, out)?,
+            a.client("bya", &[], out)?,
+            b.client("byb", &[], out)?,
+        ];
+        a.wait("A's clients attached", |st| {
+            attached(st, "mv0") && attached(st, "bya")
+        })?;
+        b.wait("B's client attached", |st| attached(st, "byb"))?;
+        let mut gen = crate::gen::Gen::spawn_at(
+            vnicd_bin,
+            0,
+            &ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("net_af_packet{i},iface={p}"))
+                .collect::<Vec<_>>(),
+            1,
+            false,
+            &crate::gen::GenPlace {
+                netns: Some(net.ns.clone()),
+                dst: vec![MV.into(), BYA.into(), BYB.into()],
+            },
+        )?;
+        gen.wait_listening(Duration::from_secs(20))?;
+        gen.wait_ready(Duration::from_secs(20))?;
+        let r = gen.trial(3000, 0.5, 0.3, &[64], false)?;
+        if r.lost != 0 {
+            return Err(format!("before any move every stream is exact: {r:?}").into());
+        }
+        Ok(ShmScene {
+            net,
+            a,
+            b,
+            gen,
+            clients,
+        })
+    }
+}
+
+/// A with `vnic` (a config entry without devices) on a VF; B with a spare on the same label
+/// and `<dir>/b-sockets` for arriving vhost-user and memif vNICs.
+pub fn pair(
+    vnicd_bin: &Path,
+    dir: &Path,
+    id: u32,
+    net: &mut Net,
+    mut vnic: Value,
+) -> Res<(Appliance, Appliance)> {
+    let (vf_a, vf_b) = (net.vf("a")?.0, net.vf("s")?.0);
+    std::fs::create_dir_all(dir.join("b-sockets"))?;
+    vnic["backing"] = json!([{"name": "vf", "devargs": format!("net_af_packet0,iface={vf_a}"),
+                              "port_label": "lan", "program_mac": false}]);
+    let a = Appliance::start(vnicd_bin, dir, "a", id, json!([vnic]), json!({}))?;
+    let b = Appliance::start(
+        vnicd_bin,
+        dir,
+        "b",
+        id,
+        json!([]),
+        json!({"spares": [spare(&format!("net_af_packet0,iface={vf_b}"))],
+               "socket_dir": dir.join("b-sockets"), "arrive_timeout_ms": 60000}),
+    )?;
+    Ok((a, b))
 }

@@ -101,20 +101,24 @@ pub fn start(
 }
 
 impl Vm {
-    /// Wait for the guest's ready marker on its console.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Res<()> {
+    /// Wait for the guest's ready marker on its console; the marker's line (it names the
+    /// guest's MAC and address). A failure quotes the console's last lines.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Res<String> {
         let end = Instant::now() + timeout;
+        let mut seen: Vec<String> = Vec::new();
         loop {
             if let Ok(l) = self.console.recv_timeout(Duration::from_secs(1)) {
                 if l.contains("VNIC-GUEST-READY") {
-                    return Ok(());
+                    return Ok(l);
                 }
+                seen.push(l);
             }
+            let last = || seen[seen.len().saturating_sub(20)..].join("\n");
             if !self.guard.running() {
-                return Err("qemu exited".into());
+                return Err(format!("qemu exited; console:\n{}", last()).into());
             }
             if Instant::now() > end {
-                return Err(format!("guest not up after {timeout:?}").into());
+                return Err(format!("guest not up after {timeout:?}; console:\n{}", last()).into());
             }
         }
     }

@@ -12,18 +12,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod mobility_rig;
 
-use mobility_rig::{attached, bin, spare, vnic_cfg, vnicctl, Appliance, Net, Reaper};
+use mobility_rig::{attached, bin, shm_scene, vnicctl, Appliance, Net, Reaper, Scene, MV};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use vnic_bench::gen::{Gen, GenPlace, TrialResult};
+use vnic_bench::gen::{Gen, TrialResult};
 use vnic_bench::procs::Guard;
 use vnic_bench::vnicd;
-
-const MV: &str = "02:00:00:00:a0:01";
-const BYA: &str = "02:00:00:00:a0:02";
-const BYB: &str = "02:00:00:00:b0:02";
 
 /// The rig: A with the moving vNIC and a bystander, B with a bystander and a spare on the same
 /// port label, the peer with one stream per vNIC.
@@ -42,64 +38,16 @@ fn rig(arrive_timeout_ms: u32, mv_client_extra: &[&str]) -> Rig {
     let dir = std::env::temp_dir().join(format!("vnic-mob-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut net = Net::new();
-    let (ta_mv, ta_by, ta_dup) = (net.vf("am").0, net.vf("ab").0, net.vf("ad").0);
-    let (tb_by, tb_sp) = (net.vf("bb").0, net.vf("bs").0);
-    let ports = [net.peer_port("m"), net.peer_port("a"), net.peer_port("b")];
-    let a = Appliance::start(
-        &dir,
-        "a",
-        // `dup` has B's bystander's MAC: B must refuse it.
-        json!([
-            vnic_cfg("mv0", MV, &ta_mv, 0),
-            vnic_cfg("bya", BYA, &ta_by, 1),
-            vnic_cfg("dup", BYB, &ta_dup, 2)
-        ]),
-        json!({}),
-    );
-    let b = Appliance::start(
-        &dir,
-        "b",
-        json!([vnic_cfg("byb", BYB, &tb_by, 0)]),
-        json!({"spares": [spare(&format!("net_af_packet1,iface={tb_sp}"))],
-               "arrive_timeout_ms": arrive_timeout_ms}),
-    );
-    let mut clients = vec![
-        a.client("mv0", mv_client_extra),
-        a.client("bya", &[]),
-        b.client("byb", &[]),
-    ];
-    let mut a = a;
-    let mut b = b;
-    a.wait("A's clients attached", |st| {
-        attached(st, "mv0") && attached(st, "bya")
-    });
-    b.wait("B's client attached", |st| attached(st, "byb"));
+    let Scene {
+        net,
+        a,
+        b,
+        gen,
+        mut clients,
+    } = shm_scene(&dir, arrive_timeout_ms, mv_client_extra);
     for c in &mut clients {
         assert!(c.running());
     }
-    let gen = Gen::spawn_at(
-        &bin("vnicd"),
-        0,
-        &ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("net_af_packet{i},iface={p}"))
-            .collect::<Vec<_>>(),
-        1,
-        false,
-        &GenPlace {
-            netns: Some(net.ns.clone()),
-            dst: vec![MV.into(), BYA.into(), BYB.into()],
-        },
-    )
-    .unwrap();
-    let mut gen = gen;
-    gen.wait_listening(Duration::from_secs(20)).unwrap();
-    gen.wait_ready(Duration::from_secs(20)).unwrap();
-    // The switch learns where every vNIC is; then every stream is exact.
-    let r = gen.trial(3000, 0.5, 0.3, &[64], false).unwrap();
-    assert_eq!(r.lost, 0, "before any move every stream is exact: {r:?}");
     Rig {
         net,
         a,

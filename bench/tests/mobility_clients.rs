@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod mobility_rig;
 
-use mobility_rig::{bin, spare, vnicctl, Appliance, Net};
+use mobility_rig::{bin, pair, vnicctl, Appliance, Net};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,25 +20,8 @@ const MAC: &str = "02:00:00:00:c0:01";
 fn dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vnic-mc-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("b-sockets")).unwrap();
+    std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// A with `vnic` on a VF, B with a spare on the same label and a socket directory.
-fn pair(d: &Path, net: &mut Net, vnic: Value) -> (Appliance, Appliance) {
-    let (vf_a, vf_b) = (net.vf("a").0, net.vf("s").0);
-    let mut vnic = vnic;
-    vnic["backing"] = json!([{"name": "vf", "devargs": format!("net_af_packet0,iface={vf_a}"),
-                              "port_label": "lan", "program_mac": false}]);
-    let a = Appliance::start(d, "a", json!([vnic]), json!({}));
-    let b = Appliance::start(
-        d,
-        "b",
-        json!([]),
-        json!({"spares": [spare(&format!("net_af_packet0,iface={vf_b}"))],
-               "socket_dir": d.join("b-sockets"), "arrive_timeout_ms": 60000}),
-    );
-    (a, b)
 }
 
 fn state(app: &Appliance, vnic: &str) -> Option<Value> {
@@ -156,20 +139,8 @@ fn a_qemu_guest_live_migrates_between_appliances_while_pinged() {
     let g = qemu::guest(root).unwrap();
     let d = dir("vm");
     let mut net = Net::new();
-    let peer = net.peer_port("p");
+    net.peer_port_ip("p", "10.77.0.1/24");
     let ns = net.ns.clone();
-    mobility_rig::sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns,
-        "ip",
-        "addr",
-        "add",
-        "10.77.0.1/24",
-        "dev",
-        &peer,
-    ]);
     let sock_a = d.join("a-vm.vhost").display().to_string();
     let (mut a, mut b) = pair(
         &d,

@@ -3,26 +3,14 @@
 //! backing device. The guest is built from Debian packages by `deploy/guest/build.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-use vnic_bench::procs::Guard;
+use vnic_bench::qemu;
 use vnic_control::config;
 use vnic_control::runner::Running;
 
 const MAC: &str = "02:00:00:00:00:99";
-
-fn guest() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = root.join("target/vm-guest");
-    let st = Command::new(root.join("deploy/guest/build.sh"))
-        .arg(&out)
-        .status()
-        .expect("deploy/guest/build.sh runs");
-    assert!(st.success(), "the guest could not be built: {st}");
-    out
-}
 
 fn ip(args: &[&str]) {
     let o = Command::new("ip").args(args).output().unwrap();
@@ -35,7 +23,8 @@ fn ip(args: &[&str]) {
 
 #[test]
 fn a_qemu_guest_on_a_vhost_user_vnic_answers_ping_from_the_wire() {
-    let g = guest();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let g = qemu::guest(root).unwrap();
     let dir = std::env::temp_dir().join(format!("vnic-vm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -56,66 +45,17 @@ fn a_qemu_guest_on_a_vhost_user_vnic_answers_ping_from_the_wire() {
     ip(&["addr", "add", "10.231.0.1/24", "dev", &tap]);
     ip(&["link", "set", &tap, "up"]);
 
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-machine", "q35,accel=tcg", "-smp", "1", "-m", "256"])
-        .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
-        .args(["-numa", "node,memdev=mem"])
-        .args(["-chardev", &format!("socket,id=c0,path={}", sock.display())])
-        .args(["-netdev", "vhost-user,id=n0,chardev=c0"])
-        // vectors=0: Debian's QEMU 7.2 crashes under TCG with MSI-X on a vhost-user NIC.
-        .args([
-            "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={MAC},vectors=0"),
-        ])
-        .args([
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-        ])
-        .args(["-kernel", &g.join("vmlinuz").display().to_string()])
-        .args(["-initrd", &g.join("initrd.gz").display().to_string()])
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 vnic.ip=10.231.0.2/24",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut q = Guard::new(
-        "qemu",
-        qemu.spawn().expect("qemu-system-x86_64 (make deps)"),
-    );
-    let out = q.child.as_mut().unwrap().stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let mut q = qemu::start(
+        &g,
+        &sock.display().to_string(),
+        &dir.join("q.mon"),
+        MAC,
+        "10.231.0.2/24",
+        None,
+    )
+    .expect("qemu-system-x86_64 (make deps)");
     let t0 = Instant::now();
-    let mut console = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(l) => {
-                let ready = l.contains("VNIC-GUEST-READY");
-                console.push(l);
-                if ready {
-                    break;
-                }
-            }
-            Err(_) => assert!(q.running(), "qemu exited: {console:#?}"),
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(180),
-            "guest not up: {console:#?}"
-        );
-    }
-    let ready = console.last().unwrap().clone();
+    let ready = q.wait_ready(Duration::from_secs(180)).unwrap();
     assert!(
         ready.contains(MAC),
         "the guest's NIC has the vNIC's MAC: {ready}"
@@ -134,7 +74,7 @@ fn a_qemu_guest_on_a_vhost_user_vnic_answers_ping_from_the_wire() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains("5 packets transmitted, 5 packets received"),
-        "ping through vnicd to the guest:\n{text}\nconsole: {console:#?}"
+        "ping through vnicd to the guest:\n{text}"
     );
     let after = run.vnic("vm0");
     let d = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
@@ -142,7 +82,7 @@ fn a_qemu_guest_on_a_vhost_user_vnic_answers_ping_from_the_wire() {
     assert_eq!(d("spoof_drops"), 0);
 
     // The VM goes away: the vNIC is detached.
-    q.stop(Duration::from_secs(5));
+    q.guard.stop(Duration::from_secs(5));
     run.wait_for("vm0", "detach", Duration::from_secs(20), |v| {
         v["state"] == "detached"
     });

@@ -488,20 +488,7 @@ impl Appliance {
         // sides too: vhost sockets unregistered (no core runs, so their devices go at once),
         // memif server ports closed.
         for v in &mut self.vnics {
-            if let crate::vnic::Endpoint::Memif(p) = &mut v.endpoint {
-                if let Err(e) = p.stop() {
-                    tracing::warn!(vnic = %v.name, "{e}");
-                }
-            }
-            v.endpoint = crate::vnic::Endpoint::Shm;
-            for b in &mut v.backing {
-                if let Some(mut p) = b.port.take() {
-                    if let Err(e) = p.stop() {
-                        tracing::warn!(backing = %b.cfg.name, "{e}");
-                    }
-                    drop(p);
-                }
-            }
+            v.stop_devices();
         }
         // 3. Rings drained (we hold the last references now).
         let mut drained = 0;

@@ -7,7 +7,7 @@ use vnic_bench::procs::Guard;
 use vnic_bench::vnicd::Output;
 
 #[allow(unused_imports)] // not every test file uses them
-pub use rig::{attached, spare, vnic_cfg};
+pub use rig::{attached, BYA, BYB, MV};
 
 pub fn bin(name: &str) -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_vnic-gen")).with_file_name(name)
@@ -40,6 +40,43 @@ impl Net {
     }
     pub fn peer_port(&mut self, tag: &str) -> String {
         self.0.peer_port(tag).unwrap()
+    }
+    pub fn peer_port_ip(&mut self, tag: &str, cidr: &str) -> String {
+        self.0.peer_port_ip(tag, cidr).unwrap()
+    }
+}
+
+/// A with `vnic` on a VF; B with a spare and a socket directory (`vnic_bench::mobility::pair`).
+pub fn pair(d: &Path, net: &mut Net, vnic: Value) -> (Appliance, Appliance) {
+    let (a, b) = rig::pair(&bin("vnicd"), d, id(), &mut net.0, vnic).unwrap();
+    (Appliance(a), Appliance(b))
+}
+
+/// The shm scene of `vnic_bench::mobility`, its parts wrapped.
+pub struct Scene {
+    pub net: Net,
+    pub a: Appliance,
+    pub b: Appliance,
+    pub gen: vnic_bench::gen::Gen,
+    pub clients: Vec<Guard>,
+}
+
+pub fn shm_scene(dir: &Path, arrive_timeout_ms: u32, mv_extra: &[&str]) -> Scene {
+    let s = rig::ShmScene::start(
+        &bin("vnicd"),
+        dir,
+        id(),
+        arrive_timeout_ms,
+        mv_extra,
+        Output::ShowErrors,
+    )
+    .unwrap();
+    Scene {
+        net: Net(s.net),
+        a: Appliance(s.a),
+        b: Appliance(s.b),
+        gen: s.gen,
+        clients: s.clients,
     }
 }
 

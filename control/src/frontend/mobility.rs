@@ -158,8 +158,7 @@ fn advance(app: &mut Appliance, m: &mut Move) -> bool {
                 Ok(Outcome::ClientMoves(c)) => c,
                 Ok(_) => false,
                 Err(e) => {
-                    m.peer.send("MIGRATE_ABORT", abort(&m.vnic, &e.to_string()));
-                    fail(app, &m.vnic, e.to_string());
+                    abort(app, m, e.to_string());
                     return true;
                 }
             };
@@ -210,8 +209,7 @@ fn advance(app: &mut Appliance, m: &mut Move) -> bool {
             }
             if now >= *deadline {
                 let why = "the client did not arrive at the destination in time";
-                m.peer.send("MIGRATE_ABORT", abort(&m.vnic, why));
-                fail(app, &m.vnic, why.into());
+                abort(app, m, why.into());
                 return true;
             }
             if !*asked && now >= *next_poll {
@@ -237,13 +235,7 @@ fn advance(app: &mut Appliance, m: &mut Move) -> bool {
                 }
                 Err(e) => {
                     // The destination did not take over: forward here again.
-                    m.peer
-                        .send("MIGRATE_ABORT", abort(&m.vnic, "cutover refused"));
-                    fail(
-                        app,
-                        &m.vnic,
-                        format!("cutover refused by the destination: {e}"),
-                    );
+                    abort(app, m, format!("cutover refused by the destination: {e}"));
                 }
             }
             true
@@ -251,8 +243,13 @@ fn advance(app: &mut Appliance, m: &mut Move) -> bool {
     }
 }
 
-fn abort(vnic: &str, why: &str) -> Value {
-    serde_json::json!({ "vnic": vnic, "reason": why })
+/// The move fails here and the destination is told to release what it built.
+fn abort(app: &mut Appliance, m: &Move, why: String) {
+    m.peer.send(
+        "MIGRATE_ABORT",
+        serde_json::json!({ "vnic": m.vnic, "reason": why }),
+    );
+    fail(app, &m.vnic, why);
 }
 
 /// Stop here (the client's last frames go to the VF) and tell the destination to forward.
@@ -264,8 +261,7 @@ fn cutover(app: &mut Appliance, m: &mut Move) -> bool {
         Ok(Outcome::Stopped(c)) => c,
         Ok(_) => return true,
         Err(e) => {
-            m.peer.send("MIGRATE_ABORT", abort(&m.vnic, &e.to_string()));
-            fail(app, &m.vnic, e.to_string());
+            abort(app, m, e.to_string());
             return true;
         }
     };

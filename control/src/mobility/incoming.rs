@@ -212,21 +212,9 @@ impl Appliance {
             client_socket: vc.client.socket().map(str::to_string),
             deadline_ms: timeout.as_millis() as u64,
         };
-        let mut rec = Record::new(Migration {
-            vnic: name.clone(),
-            direction: Direction::In,
-            peer: peer.to_string(),
-            transport: vc.client.transport().into(),
-            dry_run: p.dry_run,
-            phase: Phase::Prepare,
-            phases: Vec::new(),
-            error: None,
-            backing: maps,
-            client_socket: prepared.client_socket.clone(),
-            client_arrived: false,
-            cutover_us: None,
-            released_pool_in_use: None,
-        });
+        let mut rec = Record::begin(&name, Direction::In, peer, vc.client.transport(), p.dry_run);
+        rec.m.backing = maps;
+        rec.m.client_socket = prepared.client_socket.clone();
         if p.dry_run {
             // Everything was built: it can be taken. Release it.
             drop(v);
@@ -275,9 +263,7 @@ impl Appliance {
 
     /// Cutover: the source has stopped; forward and announce (RARP, gratuitous ARP) at once.
     pub(crate) fn cutover_incoming(&mut self, c: Cutover) -> Result<Migration, MobilityError> {
-        let i = self
-            .vnic_index(&c.vnic)
-            .map_err(|_| MobilityError::UnknownVnic(c.vnic.clone()))?;
+        let i = self.moving_index(&c.vnic)?;
         if !self.is_incoming(i) {
             return Err(MobilityError::Phase(format!(
                 "vNIC {:?} is not waiting for a cutover here",
@@ -307,9 +293,7 @@ impl Appliance {
         // The first round now, not at the next health tick: the network learns at once.
         self.vnics[i].announce_round(now);
         let arrived = self.vnics[i].attach.is_some();
-        let r = self
-            .record_mut(&c.vnic)
-            .ok_or_else(|| MobilityError::Phase("no record".into()))?;
+        let r = self.current(&c.vnic)?;
         r.m.client_arrived = arrived;
         r.enter(Phase::Done);
         Ok(r.m.clone())
@@ -323,9 +307,7 @@ impl Appliance {
         vnic: &str,
         why: &str,
     ) -> Result<Migration, MobilityError> {
-        let i = self
-            .vnic_index(vnic)
-            .map_err(|_| MobilityError::UnknownVnic(vnic.into()))?;
+        let i = self.moving_index(vnic)?;
         if !self.is_incoming(i) {
             return Err(MobilityError::Phase(format!(
                 "vNIC {vnic:?} is not arriving here (only an arriving vNIC can be aborted)"
@@ -337,15 +319,9 @@ impl Appliance {
         }
         let v = self.vnics.remove(i);
         drop(v);
-        let mut raw = self.config.raw().clone();
-        raw.vnics.retain(|v| v.name != vnic);
-        if let Ok(cfg) = raw.validate() {
-            self.config = cfg;
-        }
+        self.forget_config(vnic);
         self.adopted.retain(|n| n != vnic);
-        let r = self
-            .record_mut(vnic)
-            .ok_or_else(|| MobilityError::Phase("no record".into()))?;
+        let r = self.current(vnic)?;
         r.fail(why);
         let back = r.came_home.take();
         let m = r.m.clone();

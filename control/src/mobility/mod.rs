@@ -54,7 +54,32 @@ pub(crate) struct Record {
 const MAX_RECORDS: usize = 64;
 
 impl Record {
-    pub(crate) fn new(m: Migration) -> Record {
+    /// A migration beginning now, in phase `prepare`.
+    pub(crate) fn begin(
+        vnic: &str,
+        direction: Direction,
+        peer: &str,
+        transport: &str,
+        dry_run: bool,
+    ) -> Record {
+        Record::new(Migration {
+            vnic: vnic.into(),
+            direction,
+            peer: peer.into(),
+            transport: transport.into(),
+            dry_run,
+            phase: Phase::Prepare,
+            phases: Vec::new(),
+            error: None,
+            backing: Vec::new(),
+            client_socket: None,
+            client_arrived: false,
+            cutover_us: None,
+            released_pool_in_use: None,
+        })
+    }
+
+    fn new(m: Migration) -> Record {
         let mut r = Record {
             m,
             started: Instant::now(),
@@ -121,6 +146,30 @@ impl Appliance {
             .iter()
             .map(|d| (d.cfg.name.clone(), d.to.clone()))
             .collect()
+    }
+
+    /// The index of `vnic`, as a mobility error.
+    pub(crate) fn moving_index(&self, vnic: &str) -> Result<usize, MobilityError> {
+        self.vnic_index(vnic)
+            .map_err(|_| MobilityError::UnknownVnic(vnic.into()))
+    }
+
+    /// The record of `vnic`'s migration in progress.
+    pub(crate) fn current(&mut self, vnic: &str) -> Result<&mut Record, MobilityError> {
+        self.record_mut(vnic)
+            .ok_or_else(|| MobilityError::Phase(format!("vNIC {vnic:?} is not migrating")))
+    }
+
+    /// Take `vnic` out of the running config (it left, or never arrived); its entry.
+    pub(crate) fn forget_config(&mut self, vnic: &str) -> Option<VnicConfig> {
+        let mut raw = self.config.raw().clone();
+        let k = raw.vnics.iter().position(|c| c.name == vnic)?;
+        let cfg = raw.vnics.remove(k);
+        // Removing a vNIC from a valid config leaves a valid one.
+        if let Ok(c) = raw.validate() {
+            self.config = c;
+        }
+        Some(cfg)
     }
 
     /// Whether `vnic` is not forwarding here because it is arriving (not cut over yet).

@@ -20,9 +20,7 @@ impl Appliance {
         to: &str,
         dry_run: bool,
     ) -> Result<VnicExport, MobilityError> {
-        let i = self
-            .vnic_index(vnic)
-            .map_err(|_| MobilityError::UnknownVnic(vnic.into()))?;
+        let i = self.moving_index(vnic)?;
         let v = &self.vnics[i];
         if v.moving != Moving::No {
             return Err(MobilityError::Phase(format!(
@@ -52,21 +50,7 @@ impl Appliance {
         if !dry_run {
             self.vnics[i].moving = Moving::Out;
         }
-        self.push_record(Record::new(Migration {
-            vnic: vnic.into(),
-            direction: Direction::Out,
-            peer: to.into(),
-            transport,
-            dry_run,
-            phase: Phase::Prepare,
-            phases: Vec::new(),
-            error: None,
-            backing: Vec::new(),
-            client_socket: None,
-            client_arrived: false,
-            cutover_us: None,
-            released_pool_in_use: None,
-        }));
+        self.push_record(Record::begin(vnic, Direction::Out, to, &transport, dry_run));
         Ok(export)
     }
 
@@ -77,15 +61,11 @@ impl Appliance {
         vnic: &str,
         p: &Prepared,
     ) -> Result<bool, MobilityError> {
-        let i = self
-            .vnic_index(vnic)
-            .map_err(|_| MobilityError::UnknownVnic(vnic.into()))?;
+        let i = self.moving_index(vnic)?;
         let attached = self.vnics[i].attach.is_some();
         let token = self.vnics[i].token.clone();
         let shm = self.vnics[i].client == crate::config::ClientConfig::Shm;
-        let r = self
-            .record_mut(vnic)
-            .ok_or_else(|| MobilityError::Phase(format!("vNIC {vnic:?} is not migrating")))?;
+        let r = self.current(vnic)?;
         r.m.backing = p.backing.clone();
         r.m.client_socket = p.client_socket.clone().or(Some(p.control_socket.clone()));
         if p.dry_run {
@@ -110,9 +90,7 @@ impl Appliance {
     /// Cutover on the source: tx only until the client's rings are empty (what it still had
     /// goes to the VF), then out of every table. The final counters go to the destination.
     pub(crate) fn stop_outgoing(&mut self, vnic: &str) -> Result<Cutover, MobilityError> {
-        let i = self
-            .vnic_index(vnic)
-            .map_err(|_| MobilityError::UnknownVnic(vnic.into()))?;
+        let i = self.moving_index(vnic)?;
         if self.vnics[i].moving != Moving::Out {
             return Err(MobilityError::Phase(format!(
                 "vNIC {vnic:?} is not waiting for cutover"
@@ -168,9 +146,7 @@ impl Appliance {
         vnic: &str,
         cutover_us: u64,
     ) -> Result<Migration, MobilityError> {
-        let i = self
-            .vnic_index(vnic)
-            .map_err(|_| MobilityError::UnknownVnic(vnic.into()))?;
+        let i = self.moving_index(vnic)?;
         if self.vnics[i].moving != Moving::Stopped {
             return Err(MobilityError::Phase(format!(
                 "vNIC {vnic:?} was not cut over"
@@ -188,31 +164,15 @@ impl Appliance {
             let _ = self.detach(vnic);
         }
         let mut v = self.vnics.remove(i);
-        // Ports first (their queues hold the pool's mbufs), then the pool must be full.
-        for b in &mut v.backing {
-            if let Some(mut p) = b.port.take() {
-                let _ = p.stop();
-            }
-        }
-        if let crate::vnic::Endpoint::Memif(p) = &mut v.endpoint {
-            let _ = p.stop();
-        }
-        v.endpoint = crate::vnic::Endpoint::Shm;
+        // Devices first (their queues hold the pool's mbufs), then the pool must be full.
+        v.stop_devices();
         v.announce_ring.drain();
         let in_use = v.pool.in_use();
         if in_use > 0 {
             tracing::error!(vnic, in_use, "released with mbufs still out of its pool");
         }
         drop(v);
-        let mut raw = self.config.raw().clone();
-        let cfg = raw
-            .vnics
-            .iter()
-            .position(|c| c.name == vnic)
-            .map(|k| raw.vnics.remove(k));
-        if let Ok(c) = raw.validate() {
-            self.config = c;
-        }
+        let cfg = self.forget_config(vnic);
         // One of ours leaves a tombstone (a reload does not bring it back; it gets its devices
         // back if it returns); one that had arrived here is simply gone.
         if let Some(pos) = self.adopted.iter().position(|n| n == vnic) {
@@ -220,9 +180,7 @@ impl Appliance {
         } else if let Some(cfg) = cfg {
             self.departed.push(Departed { cfg, to });
         }
-        let r = self
-            .record_mut(vnic)
-            .ok_or_else(|| MobilityError::Phase("no record".into()))?;
+        let r = self.current(vnic)?;
         r.m.cutover_us = Some(cutover_us);
         r.m.released_pool_in_use = Some(in_use);
         r.enter(Phase::Done);

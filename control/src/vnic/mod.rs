@@ -156,6 +156,24 @@ impl Vnic {
             .collect()
     }
 
+    /// Stop and close its devices and client-side port (their queues hold the pool's mbufs,
+    /// which go back to the pool); the vNIC serves nothing afterwards.
+    pub(crate) fn stop_devices(&mut self) {
+        if let Endpoint::Memif(p) = &mut self.endpoint {
+            if let Err(e) = p.stop() {
+                tracing::warn!(vnic = %self.name, "{e}");
+            }
+        }
+        self.endpoint = Endpoint::Shm;
+        for b in &mut self.backing {
+            if let Some(mut p) = b.port.take() {
+                if let Err(e) = p.stop() {
+                    tracing::warn!(backing = %b.cfg.name, "{e}");
+                }
+            }
+        }
+    }
+
     /// Start announcing the vNIC (RARP, gratuitous ARP for its addresses) on its active device:
     /// `announce_rounds` rounds, `announce_interval` apart, the first due now.
     pub(crate) fn begin_announce(&mut self, now: Instant) {
