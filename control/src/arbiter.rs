@@ -11,6 +11,8 @@ pub struct Policy {
     pub flap_limit: u32,
     pub flap_window: Duration,
     pub tx_stall: Duration,
+    /// The data core's own refuse window (fast reroute), µs; 0: off.
+    pub tx_refuse_us: u32,
     pub announce_rounds: u32,
     pub announce_interval: Duration,
 }
@@ -161,6 +163,7 @@ mod tests {
             flap_limit: 3,
             flap_window: Duration::from_secs(60),
             tx_stall: Duration::from_millis(100),
+            tx_refuse_us: 200,
             announce_rounds: 3,
             announce_interval: Duration::from_millis(50),
         }

@@ -4,6 +4,23 @@ use crate::appliance::Appliance;
 use crate::arbiter::{self, Decision, Reason};
 use crate::vnic::BackingState;
 use std::time::{Duration, Instant};
+use vnic_dataplane::{Detector, HealthSnapshot};
+
+/// Why a device whose down flag is set failed, by who saw it.
+fn flagged(f: &HealthSnapshot) -> &'static str {
+    match f.by {
+        Some(Detector::LinkEvent) => "link down (interrupt)",
+        Some(Detector::Removal) => "device removed",
+        Some(Detector::DataCore) => "tx refused (data core)",
+        Some(Detector::HealthCheck) | None => "failed",
+    }
+}
+
+/// TSC ticks as a duration.
+pub(crate) fn ticks_to(t: u64) -> Duration {
+    let hz = vnic_dataplane::eal::tsc_hz().max(1);
+    Duration::from_nanos((t as u128 * 1_000_000_000 / hz as u128) as u64)
+}
 
 impl Appliance {
     /// Health checks and the arbiter, run by the control thread every few milliseconds: link
@@ -15,28 +32,27 @@ impl Appliance {
         let now = Instant::now();
         let mut dirty = vec![false; self.cores.len()];
         for i in 0..self.vnics.len() {
-            let stats = self.vnic_stats(i);
             let v = &mut self.vnics[i];
             let since_last = now.duration_since(v.last_check);
             v.last_check = now;
             let mut changed = false;
             let active = v.active;
+            let hold_down = v.policy.hold_down;
             // 1. Per-device health.
             for (k, b) in v.backing.iter_mut().enumerate() {
-                let Some(port) = b.port.as_mut() else {
+                let Some(port) = b.port.as_ref() else {
                     continue;
                 };
-                let link = match port.link() {
-                    Ok(l) => l.up,
-                    Err(e) => {
-                        if !matches!(b.state, BackingState::Failed(_)) {
-                            b.state = BackingState::Failed(format!("device error: {e}"));
-                            b.last_failure = Some(format!("device error: {e}"));
-                            changed = true;
-                        }
-                        false
-                    }
+                let (link, err) = match port.link() {
+                    Ok(l) => (l.up, None),
+                    Err(e) => (false, Some(e)),
                 };
+                // Set by an interrupt callback or a data core (fast reroute) since the last
+                // tick: a failure as much as what this check sees itself.
+                let flag = port.health().snapshot();
+                if let Some(e) = err {
+                    changed |= b.fail(&format!("device error: {e}"), now);
+                }
                 if link != b.link_up {
                     b.link_up = link;
                     b.healthy_since = link.then_some(now);
@@ -47,19 +63,30 @@ impl Appliance {
                     changed = true;
                 }
                 match &b.state {
-                    BackingState::Active | BackingState::Standby if !link && b.ever_up => {
-                        b.state = BackingState::Failed("link down".into());
-                        b.last_failure = Some("link down".into());
-                        changed = true;
+                    BackingState::Active | BackingState::Standby if flag.down_at != 0 => {
+                        changed |= b.fail(flagged(&flag), now);
                     }
-                    BackingState::Failed(_) if link => {
+                    BackingState::Active | BackingState::Standby if !link && b.ever_up => {
+                        changed |= b.fail("link down", now);
+                    }
+                    BackingState::Failed(_)
+                        if link
+                            && !flag.removed
+                            && (!b.tx_failure
+                                || b.failed_at
+                                    .is_none_or(|t| now.duration_since(t) >= hold_down)) =>
+                    {
                         // The active device coming back carries on as active (a vNIC whose
-                        // only device recovered); any other rejoins as standby.
+                        // only device recovered); any other rejoins as standby. One failed by
+                        // a refusing tx queue has only time to show it recovered.
                         b.state = if active == Some(k) {
                             BackingState::Active
                         } else {
                             BackingState::Standby
                         };
+                        if let Some(p) = &b.port {
+                            p.health().clear();
+                        }
                         changed = true;
                     }
                     BackingState::Failed(_)
@@ -71,67 +98,31 @@ impl Appliance {
                         b.redials = b.redials.saturating_add(1);
                         let wait = Duration::from_millis(500 << b.redials.min(4).saturating_sub(1));
                         b.next_redial = now + wait;
-                        if port.restart().is_ok() {
+                        if b.port.as_mut().is_some_and(|p| p.restart().is_ok()) {
                             tracing::debug!(backing = %b.cfg.name, "restarted, waiting for link");
                         }
                     }
                     _ => {}
                 }
             }
-            // 2. tx progress of the active device: every burst refused for tx_stall while up.
-            let mut failure: Option<String> = None;
+            // 2. tx progress of the active device: every burst refused for tx_stall while up
+            // (the data core's own, shorter refuse window usually fires first).
             if let Some(a) = v.active {
-                if v.backing[a].usable() {
-                    let (p0, d0) = v.tx_seen;
-                    if stats.tx_drops > d0 && stats.tx_packets == p0 {
-                        let t = *v.stalled_since.get_or_insert(now);
-                        if now.duration_since(t) >= v.policy.tx_stall {
-                            let b = &mut v.backing[a];
-                            b.state = BackingState::Failed("tx stalled".into());
-                            b.last_failure = Some("tx stalled".into());
-                            changed = true;
-                        }
-                    } else if stats.tx_packets > p0 {
-                        v.stalled_since = None;
+                let stall = v.policy.tx_stall;
+                let b = &mut v.backing[a];
+                if b.usable() {
+                    let refused = b
+                        .port
+                        .as_ref()
+                        .map_or(0, |p| p.health().snapshot().refused_for());
+                    if refused > 0 && ticks_to(refused) >= stall {
+                        changed |= b.fail("tx stalled", now);
                     }
                 }
-                if let BackingState::Failed(w) = &v.backing[a].state {
-                    failure = Some(w.clone());
-                }
             }
-            v.tx_seen = (stats.tx_packets, stats.tx_drops);
-            // 3. The arbiter.
-            while v
-                .failbacks
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > v.policy.flap_window)
-            {
-                v.failbacks.pop_front();
-            }
-            let cands = v.candidates();
-            let decision = arbiter::decide(
-                &cands,
-                v.active,
-                failure.as_deref(),
-                &v.policy,
-                now,
-                v.failbacks.len(),
-            );
-            v.flap_suppressed = decision == Decision::StaySuppressed;
-            // Otherwise `active` keeps pointing at a failed device so its name stays in status;
-            // it is out of the table because it is not usable, and clients hear of it as a LINK
-            // event (`note_links`).
-            if let Decision::Switch { to, reason } = decision {
-                if reason == Reason::FailBack {
-                    v.failbacks.push_back(now);
-                }
-                let detect = since_last.as_micros() as u64;
-                let ci = v.core_idx;
-                // A refused switch was logged and left the model as it was: the next tick
-                // decides again.
-                if self.switch(i, to, reason, detect).is_ok() {
-                    dirty[ci] = false; // switch() published the whole core already
-                }
+            if self.arbitrate(i, now, since_last) {
+                // switch() published the whole core already.
+                dirty[self.vnics[i].core_idx] = false;
                 continue;
             }
             // 4. Announcements in flight.
@@ -160,6 +151,77 @@ impl Appliance {
             self.release_removed();
         }
         self.note_links();
+    }
+
+    /// The arbiter's step for vNIC `i` (after health checks or a data core's reroute): switch
+    /// away from a failed active device, fail back, or stay. True if it switched (and so
+    /// published the vNIC's core).
+    pub(crate) fn arbitrate(&mut self, i: usize, now: Instant, since_last: Duration) -> bool {
+        let v = &mut self.vnics[i];
+        let failure = v.active.and_then(|a| match &v.backing[a].state {
+            BackingState::Failed(w) => Some(w.clone()),
+            _ => None,
+        });
+        while v
+            .failbacks
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > v.policy.flap_window)
+        {
+            v.failbacks.pop_front();
+        }
+        let cands = v.candidates();
+        let decision = arbiter::decide(
+            &cands,
+            v.active,
+            failure.as_deref(),
+            &v.policy,
+            now,
+            v.failbacks.len(),
+        );
+        v.flap_suppressed = decision == Decision::StaySuppressed;
+        // Otherwise `active` keeps pointing at a failed device so its name stays in status; it
+        // is out of the table because it is not usable, and clients hear of it as a LINK event
+        // (`note_links`).
+        let Decision::Switch { to, reason } = decision else {
+            return false;
+        };
+        if reason == Reason::FailBack {
+            v.failbacks.push_back(now);
+        }
+        // A refused switch was logged and left the model as it was: the next tick decides
+        // again.
+        self.switch(i, to, reason, since_last.as_micros() as u64)
+            .is_ok()
+    }
+
+    /// A data core moved a vNIC's transmission to its backup: make it official now (the
+    /// device failed, the arbiter switches: new table, announcements, the client's push)
+    /// rather than at the next health tick.
+    pub(crate) fn on_dataplane_events(&mut self) {
+        let mut seen = Vec::new();
+        for c in &self.cores {
+            let (evs, _dropped) = c.worker.take_events();
+            seen.extend(evs);
+        }
+        let now = Instant::now();
+        for ev in seen {
+            let vnic_dataplane::DpEvent::Rerouted { from, .. } = ev;
+            let found = self.vnics.iter().enumerate().find_map(|(i, v)| {
+                v.backing
+                    .iter()
+                    .position(|b| b.port.as_ref().is_some_and(|p| p.id() == from))
+                    .map(|k| (i, k))
+            });
+            let Some((i, k)) = found else { continue };
+            let b = &mut self.vnics[i].backing[k];
+            let why = b
+                .port
+                .as_ref()
+                .map(|p| flagged(&p.health().snapshot()))
+                .unwrap_or("failed");
+            b.fail(why, now);
+            self.arbitrate(i, now, Duration::ZERO);
+        }
     }
 
     /// Close and remove the ports of removed devices. Only called after the tables that no longer

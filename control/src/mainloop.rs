@@ -88,6 +88,8 @@ impl MainLoop {
             self.mobility.start(&mut self.app, m);
         }
         self.mobility.poll(&mut self.app);
+        // A data core that rerouted already carries the traffic: make it official now.
+        self.app.on_dataplane_events();
         let now = Instant::now();
         self.vhost.poll(&mut self.app);
         if now >= self.next_health {

@@ -50,6 +50,10 @@ impl Appliance {
             let Some(att) = v.attach.as_ref() else {
                 continue;
             };
+            // Fast reroute: the best operational standby, where the data core transmits the
+            // moment the active device reads down.
+            let backup = crate::arbiter::best(&v.candidates(), Some(a))
+                .and_then(|k| v.backing[k].port.as_ref());
             // Client side of vNIC queue q, by transport.
             let enabled: Vec<u16> = match &att.side {
                 Side::Vhost { gate, pairs, .. } => enabled_pairs(gate.enabled_vrings(), *pairs),
@@ -92,7 +96,15 @@ impl Appliance {
                 let (Some(rxq), Some(txq)) = (port.rx_queue(q), port.tx_queue(q)) else {
                     continue;
                 };
-                let mut e = QueueEntry::with_client(rxq, txq, side, v.slot);
+                let bk = backup.and_then(|p| {
+                    p.tx_queue(q)
+                        .map(|t| vnic_dataplane::Backup::new(t, p.health().clone()))
+                });
+                let mut e = QueueEntry::with_client(rxq, txq, side, v.slot).with_reroute(
+                    port.health().clone(),
+                    bk,
+                    v.policy.tx_refuse_us,
+                );
                 // Standby devices are received from too: frames still arriving on the old device
                 // after a switch (before upstream relearns) reach the client.
                 for (k, b) in v.backing.iter().enumerate() {

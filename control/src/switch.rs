@@ -103,17 +103,26 @@ impl Appliance {
             v.failovers += 1;
         }
         v.epoch += 1;
-        v.stalled_since = None;
         let from_name = from.map(|f| v.backing[f].cfg.name.clone());
         let to_name = v.backing[to].cfg.name.clone();
-        let rec = SwitchRecord {
+        let mut rec = SwitchRecord {
             from: from_name.clone(),
             to: to_name.clone(),
             reason: reason.to_string(),
             detection_us,
             switch_us: t.elapsed().as_micros() as u64,
             at_unix_ms: crate::appliance::unix_ms(),
+            detected_by: None,
+            failed_at_unix_us: None,
+            reroute_us: None,
+            first_frame_us: None,
+            official_us: None,
         };
+        if let (Some(f), Reason::Failure(_)) = (from, &reason) {
+            if let Some(p) = &v.backing[f].port {
+                fault_times(&mut rec, &p.health().snapshot());
+            }
+        }
         tracing::warn!(vnic = %v.name, from = ?from_name, to = %to_name, %reason, detection_us, switch_us = rec.switch_us, "failover");
         v.last_switch = Some(rec);
         let ev = Event::Failover {
@@ -258,4 +267,23 @@ impl Appliance {
         self.publish_core(ci)?;
         Ok(ev)
     }
+}
+
+/// A failure's times from the old device's down flag (TSC stamps) into the record.
+fn fault_times(rec: &mut SwitchRecord, f: &vnic_dataplane::HealthSnapshot) {
+    if f.down_at == 0 {
+        return;
+    }
+    let now = vnic_dataplane::eal::rdtsc();
+    let us = |t: u64| crate::health::ticks_to(t).as_micros() as u64;
+    let since = |t: u64| (t != 0).then(|| us(t.saturating_sub(f.down_at)));
+    rec.detected_by = f.by.map(|d| d.as_str().to_string());
+    let unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    rec.failed_at_unix_us = Some(unix_us.saturating_sub(us(now.saturating_sub(f.down_at))));
+    rec.reroute_us = since(f.rerouted_at);
+    rec.first_frame_us = since(f.first_tx_at);
+    rec.official_us = since(now);
 }

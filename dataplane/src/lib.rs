@@ -12,7 +12,9 @@ pub mod error;
 pub mod mbuf;
 pub mod mempool;
 pub mod port;
+pub mod reroute;
 pub mod ring;
+pub mod spsc;
 pub mod table;
 pub mod vhost;
 pub mod worker;
@@ -23,6 +25,7 @@ pub use error::{Error, Result};
 pub use mbuf::{Burst, Mbuf, BURST};
 pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortId, PortStats, RxQueue, TxQueue};
+pub use reroute::{Backup, Detector, DeviceHealth, DpEvent, HealthSnapshot};
 pub use ring::Ring;
 pub use table::{
     Announce, ClientRings, ClientSide, EthdevClient, FwdTable, InlineClient, InlineMode,

@@ -2,9 +2,10 @@
 use crate::error::{c_name, check, Error, Result};
 use crate::mbuf::{Burst, BURST};
 use crate::mempool::Mempool;
+use crate::reroute::{Detector, DeviceHealth};
 use crate::ring::Ring;
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// An ethdev port id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,22 +58,42 @@ pub struct Port {
     probed_by_us: bool,
     queues: u16,
     started: bool,
-    /// Set from DPDK's interrupt thread when the device is removed (RTE_ETH_EVENT_INTR_RMV).
-    removed: Option<*const AtomicBool>,
+    /// The device's down flag (fast reroute), set from DPDK's interrupt thread by the
+    /// link-state and removal callbacks, by the data core and by health checks.
+    health: Arc<DeviceHealth>,
+    /// The callbacks are registered (with `health` as their argument).
+    watching: bool,
 }
 
-// SAFETY: `removed` points to an AtomicBool leaked for the callback and reclaimed in Drop after
-// the callback is unregistered; atomics are safe to share.
-unsafe impl Send for Port {}
+/// `RTE_ETH_DEV_INTR_LSC` (rte_ethdev.h; an `RTE_BIT32` macro, which bindgen cannot evaluate).
+const INTR_LSC: u32 = 1 << 1;
 
-unsafe extern "C" fn on_removal(
-    _port: u16,
-    _event: dpdk_sys::rte_eth_event_type,
+const WATCHED: [dpdk_sys::rte_eth_event_type; 2] = [
+    dpdk_sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_LSC,
+    dpdk_sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_RMV,
+];
+
+/// Link-state and removal events, on DPDK's interrupt thread: mark the device down at once
+/// (the data core reroutes at its next burst).
+unsafe extern "C" fn on_event(
+    port: u16,
+    event: dpdk_sys::rte_eth_event_type,
     arg: *mut std::ffi::c_void,
     _ret: *mut std::ffi::c_void,
 ) -> std::ffi::c_int {
-    // SAFETY: arg is the AtomicBool registered with this callback, alive until unregistered.
-    unsafe { (*(arg as *const AtomicBool)).store(true, Ordering::Release) };
+    // SAFETY: arg is the port's DeviceHealth, which the Port keeps alive until it unregisters
+    // this callback (unregistering waits for a running callback).
+    let h = unsafe { &*(arg as *const DeviceHealth) };
+    if event == dpdk_sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_RMV {
+        h.mark_removed();
+    } else {
+        let mut l = dpdk_sys::rte_eth_link::default();
+        // SAFETY: valid port and out pointer; the nowait variant does not sleep.
+        let ret = unsafe { dpdk_sys::rte_eth_link_get_nowait(port, &mut l) };
+        if ret == 0 && l.link_status() == 0 {
+            h.mark_down(Detector::LinkEvent);
+        }
+    }
     0
 }
 
@@ -158,44 +179,55 @@ impl Port {
             probed_by_us,
             queues: 0,
             started: false,
-            removed: None,
+            health: DeviceHealth::new(id),
+            watching: false,
         })
     }
 
-    /// Ask DPDK to report the device's removal (hot-unplug of a VF, say); see [`Port::removed`].
-    /// Devices without removal events are simply never reported removed.
-    pub fn watch_removal(&mut self) -> Result<()> {
-        if self.removed.is_some() {
+    /// Ask DPDK to report link-state changes (where the PMD has the interrupt) and the
+    /// device's removal (hot-unplug of a VF, say): both mark [`Port::health`] down at once.
+    pub fn watch_events(&mut self) -> Result<()> {
+        if self.watching {
             return Ok(());
         }
-        let flag = Box::into_raw(Box::new(AtomicBool::new(false)));
-        // SAFETY: valid port; the callback reads `flag`, which lives until Drop unregisters it.
-        let ret = unsafe {
-            dpdk_sys::rte_eth_dev_callback_register(
-                self.id.0,
-                dpdk_sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_RMV,
-                Some(on_removal),
-                flag as *mut std::ffi::c_void,
-            )
-        };
-        if ret < 0 {
-            // SAFETY: not registered, so nobody else holds the pointer.
-            drop(unsafe { Box::from_raw(flag) });
-            return Err(Error::from_ret(
-                "rte_eth_dev_callback_register",
-                self.name.clone(),
-                ret,
-            ));
+        let arg = Arc::as_ptr(&self.health) as *mut std::ffi::c_void;
+        for (i, ev) in WATCHED.iter().enumerate() {
+            // SAFETY: valid port; the callback reads `health`, which outlives the registration
+            // (Drop unregisters first).
+            let ret = unsafe {
+                dpdk_sys::rte_eth_dev_callback_register(self.id.0, *ev, Some(on_event), arg)
+            };
+            if ret < 0 {
+                for e in &WATCHED[..i] {
+                    // SAFETY: registered just above with the same arguments.
+                    unsafe {
+                        dpdk_sys::rte_eth_dev_callback_unregister(
+                            self.id.0,
+                            *e,
+                            Some(on_event),
+                            arg,
+                        )
+                    };
+                }
+                return Err(Error::from_ret(
+                    "rte_eth_dev_callback_register",
+                    self.name.clone(),
+                    ret,
+                ));
+            }
         }
-        self.removed = Some(flag);
+        self.watching = true;
         Ok(())
     }
 
     /// Whether DPDK reported the device removed.
     pub fn removed(&self) -> bool {
-        // SAFETY: the flag lives as long as the port (reclaimed in Drop).
-        self.removed
-            .is_some_and(|f| unsafe { (*f).load(Ordering::Acquire) })
+        self.health.snapshot().removed
+    }
+
+    /// The device's down flag, shared with the tables that name it.
+    pub fn health(&self) -> &Arc<DeviceHealth> {
+        &self.health
     }
 
     /// A port over two sets of rings (`net_ring` PMD): rx reads `rx[i]`, tx writes `tx[i]`.
@@ -225,7 +257,8 @@ impl Port {
             probed_by_us: false,
             queues: 0,
             started: false,
-            removed: None,
+            health: DeviceHealth::new(PortId(ret as u16)),
+            watching: false,
         })
     }
 
@@ -273,6 +306,12 @@ impl Port {
             });
         }
         let mut conf = dpdk_sys::rte_eth_conf::default();
+        // Link-state interrupts where the PMD has them (net_tap, most VFs; not memif in 22.11,
+        // whose configure fails with lsc=1): the callback marks the device down at once.
+        // SAFETY: dev_flags points into the device's data, valid while the port exists.
+        if !info.dev_flags.is_null() && unsafe { *info.dev_flags } & INTR_LSC != 0 {
+            conf.intr_conf.set_lsc(1);
+        }
         if cfg.queues > 1 && info.flow_type_rss_offloads != 0 {
             // Spread flows over the VF's queues; queue i maps to the client's queue i.
             conf.rxmode.mq_mode = dpdk_sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
@@ -477,16 +516,14 @@ fn remove_vdev(name: &str) {
 
 impl Drop for Port {
     fn drop(&mut self) {
-        if let Some(f) = self.removed.take() {
-            // SAFETY: unregister first (waits for a running callback), then free the flag.
-            unsafe {
-                dpdk_sys::rte_eth_dev_callback_unregister(
-                    self.id.0,
-                    dpdk_sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_RMV,
-                    Some(on_removal),
-                    f as *mut std::ffi::c_void,
-                );
-                drop(Box::from_raw(f as *mut AtomicBool));
+        if std::mem::take(&mut self.watching) {
+            let arg = Arc::as_ptr(&self.health) as *mut std::ffi::c_void;
+            for ev in WATCHED {
+                // SAFETY: registered in watch_events; unregistering waits for a running
+                // callback, after which nothing reads `health` through `arg`.
+                unsafe {
+                    dpdk_sys::rte_eth_dev_callback_unregister(self.id.0, ev, Some(on_event), arg)
+                };
             }
         }
         if let Err(e) = self.stop() {
@@ -572,6 +609,25 @@ impl TxQueue {
             )
         } as usize;
         (sent, burst.consume(sent))
+    }
+}
+
+impl TxQueue {
+    /// Send what the device takes of `burst` and forget the whole burst: the unsent tail is not
+    /// ours to free (frames peeked from a ring that still holds them). Returns how many were
+    /// sent.
+    #[inline(always)]
+    pub(crate) fn tx_burst_keep(&self, burst: &mut Burst) -> usize {
+        let n = std::mem::take(&mut burst.len);
+        // SAFETY: ptrs[..n] are valid mbufs; the device takes ownership of the first `sent`.
+        (unsafe {
+            dpdk_sys::vnic_rte_eth_tx_burst(
+                self.port.0,
+                self.queue.0,
+                burst.ptrs.as_mut_ptr(),
+                n as u16,
+            )
+        }) as usize
     }
 }
 

@@ -92,6 +92,46 @@ impl Ring {
         (sent, dropped)
     }
 
+    /// [`Ring::enqueue`] in Rust ([`crate::spsc`], what the data core runs): the same ring
+    /// protocol, so either end may be DPDK's code. The caller must be the only producer.
+    pub fn sp_enqueue(&self, burst: &mut Burst) -> (usize, usize) {
+        // SAFETY: an SP ring (Ring::new) and its only producer; ptrs[..len] are owned mbufs and
+        // the ring takes the first `sent`.
+        let sent =
+            unsafe { crate::spsc::enqueue(self.as_ptr(), burst.ptrs.as_ptr(), burst.len as u32) }
+                as usize;
+        let dropped = burst.consume(sent);
+        (sent, dropped)
+    }
+
+    /// [`Ring::dequeue`] in Rust. The caller must be the only consumer.
+    pub fn sc_dequeue(&self, burst: &mut Burst) -> usize {
+        debug_assert!(burst.is_empty());
+        // SAFETY: an SC ring and its only consumer; we own what we dequeue.
+        let n =
+            unsafe { crate::spsc::dequeue(self.as_ptr(), burst.ptrs.as_mut_ptr(), BURST as u32) }
+                as usize;
+        burst.len = n;
+        n
+    }
+
+    /// Take at most `max` of the next burst the way the data core sends a client's frames: peek
+    /// a burst, consume only the first `max` ([`crate::spsc::commit`]); the rest stay in the
+    /// ring for the next call. The caller must be the only consumer.
+    pub fn sc_dequeue_upto(&self, burst: &mut Burst, max: usize) -> usize {
+        debug_assert!(burst.is_empty());
+        // SAFETY: an SC ring and its only consumer; the first `take` peeked mbufs become ours
+        // when committed, the rest are forgotten here and stay the ring's.
+        let take = unsafe {
+            let n = crate::spsc::peek(self.as_ptr(), burst.ptrs.as_mut_ptr(), BURST as u32);
+            let take = n.min(max as u32);
+            crate::spsc::commit(self.as_ptr(), take);
+            take
+        } as usize;
+        burst.len = take;
+        take
+    }
+
     /// Enqueue one owned mbuf; gives it back if the ring is full. Single producer only.
     pub fn enqueue_one(&self, m: Mbuf) -> Result<(), Mbuf> {
         let mut p = [m.into_raw().as_ptr()];

@@ -2,6 +2,7 @@
 //! in-core clients and peer announcements. Built by the control thread, immutable once published
 //! (see [`crate::worker`]).
 use crate::port::{RxQueue, TxQueue};
+use crate::reroute::{Backup, DeviceHealth};
 use crate::ring::Ring;
 use std::sync::Arc;
 
@@ -81,6 +82,13 @@ pub struct QueueEntry {
     pub(crate) slot: VnicSlot,
     /// When set, client tx frames must carry this source MAC (SR-IOV style spoof check).
     pub(crate) spoof_mac: Option<[u8; 6]>,
+    /// The active device's flag (fast reroute); `None`: never rerouted.
+    pub(crate) health: Option<Arc<DeviceHealth>>,
+    /// Where to transmit the moment the active device is down.
+    pub(crate) backup: Option<Backup>,
+    /// TSC ticks of refused-everything after which the data core marks the active device down
+    /// (0: it never does).
+    pub(crate) refuse_window: u64,
 }
 
 impl QueueEntry {
@@ -108,7 +116,24 @@ impl QueueEntry {
             client,
             slot,
             spoof_mac: None,
+            health: None,
+            backup: None,
+            refuse_window: 0,
         }
+    }
+    /// Fast reroute: the active device's flag `health`, the entry's backup, and how long the
+    /// device may refuse every frame before the data core marks it down itself (`refuse_us`,
+    /// 0: never).
+    pub fn with_reroute(
+        mut self,
+        health: Arc<DeviceHealth>,
+        backup: Option<Backup>,
+        refuse_us: u32,
+    ) -> Self {
+        self.health = Some(health);
+        self.backup = backup;
+        self.refuse_window = crate::eal::tsc_hz() * refuse_us as u64 / 1_000_000;
+        self
     }
     /// Also receive from `rx` (a standby backing device's queue).
     pub fn also_rx(mut self, rx: RxQueue) -> Self {

@@ -7,11 +7,13 @@ use crate::counters::{bump, CoreCounters, CoreStats, VnicCounters, VnicStats};
 use crate::eal::rdtsc;
 use crate::error::{Error, Result};
 use crate::mbuf::Burst;
-use crate::port::RxQueue;
+use crate::port::{RxQueue, TxQueue};
+use crate::reroute::{Backup, DeviceHealth, DpEvent};
 use crate::table::{
     ClientRings, ClientSide, EthdevClient, FwdTable, InlineClient, InlineMode, QueueEntry, VnicSlot,
 };
 use crate::vhost::VhostQueue;
+use crossbeam::queue::ArrayQueue;
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -75,6 +77,31 @@ struct Shared {
     /// data: wo (+1 at the end of every pass, u64::MAX once exited), vhost callbacks: ro (a
     /// device's memory may go once every core passed after its gate closed).
     passes: Arc<AtomicU64>,
+    /// data: push, control: pop.
+    events: Events,
+}
+
+/// A data core's events for the control thread (DESIGN §2): a bounded lock-free queue the core
+/// pushes to without ever blocking or allocating; what does not fit is counted.
+struct Events {
+    q: ArrayQueue<DpEvent>,
+    dropped: AtomicU64,
+}
+
+impl Events {
+    const DEPTH: usize = 1024;
+    fn new() -> Events {
+        Events {
+            q: ArrayQueue::new(Self::DEPTH),
+            dropped: AtomicU64::new(0),
+        }
+    }
+    #[cold]
+    fn push(&self, e: DpEvent) {
+        if self.q.push(e).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 enum Handle {
@@ -119,6 +146,7 @@ impl Worker {
             vnics,
             idle,
             passes: Arc::new(AtomicU64::new(0)),
+            events: Events::new(),
         });
         crate::vhost::register_core(&shared.passes);
         let handle = match launch {
@@ -285,6 +313,16 @@ impl Worker {
             .unwrap_or_default()
     }
 
+    /// Events the data core queued since the last call, oldest first, and how many did not fit
+    /// since the start.
+    pub fn take_events(&self) -> (Vec<DpEvent>, u64) {
+        let mut v = Vec::new();
+        while let Some(e) = self.shared.events.q.pop() {
+            v.push(e);
+        }
+        (v, self.shared.events.dropped.load(Ordering::Relaxed))
+    }
+
     /// The core's own counters.
     pub fn core_stats(&self) -> CoreStats {
         self.shared.core.snapshot()
@@ -332,24 +370,17 @@ fn sum_bytes(b: &Burst) -> u64 {
 
 #[inline(always)]
 fn ring_enqueue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> (usize, usize) {
-    // SAFETY: r is a live ring (kept alive by the table's Arc); this core is its only producer;
-    // the ring takes ownership of the first `sent` mbufs.
-    let sent =
-        unsafe { dpdk_sys::vnic_rte_ring_sp_enqueue_burst(r, b.ptrs.as_ptr() as _, b.len as u32) }
-            as usize;
+    // SAFETY: r is a live SP ring (kept alive by the table's Arc); this core is its only
+    // producer; the ring takes ownership of the first `sent` mbufs.
+    let sent = unsafe { crate::spsc::enqueue(r, b.ptrs.as_ptr(), b.len as u32) } as usize;
     (sent, b.consume(sent))
 }
 
 #[inline(always)]
 fn ring_dequeue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> usize {
-    // SAFETY: r is a live ring; this core is its only consumer; we own what we dequeue.
-    let n = unsafe {
-        dpdk_sys::vnic_rte_ring_sc_dequeue_burst(
-            r,
-            b.ptrs.as_mut_ptr() as _,
-            crate::mbuf::BURST as u32,
-        )
-    } as usize;
+    // SAFETY: r is a live SC ring; this core is its only consumer; we own what we dequeue.
+    let n =
+        unsafe { crate::spsc::dequeue(r, b.ptrs.as_mut_ptr(), crate::mbuf::BURST as u32) } as usize;
     b.len = n;
     n
 }
@@ -460,7 +491,7 @@ fn rx_one(
     // core whose clients are all full counts as idle, so one that shares a CPU with its clients
     // yields to them. This core is the ring's only producer, so the room can only grow.
     // SAFETY: the ring is live (kept alive by the table); the count is a read-only snapshot.
-    let room = unsafe { dpdk_sys::vnic_rte_ring_free_count(q.to_client_raw) } as usize;
+    let room = unsafe { crate::spsc::free_count(q.to_client_raw) } as usize;
     // The capacity is fixed at creation and free_count() never exceeds it; saturate anyway so
     // that no ring state can make the hot loop's arithmetic wrap.
     let waiting = (q.to_client_cap as usize).saturating_sub(room);
@@ -482,11 +513,48 @@ fn rx_one(
     n as u64
 }
 
-/// Client tx ring → VF tx burst; returns packets moved.
+/// The queue to transmit on: the active device's, or the backup's from the burst on which the
+/// active one reads down (the first such burst tells the control thread).
 #[inline(always)]
-fn forward_tx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
+fn pick_tx<'a>(q: &'a QueueEntry, ev: &Events, now: u64) -> (TxQueue, Option<&'a DeviceHealth>) {
+    if let Some(h) = q.health.as_deref() {
+        if h.is_down() {
+            if let Some(b) = q.backup.as_ref().filter(|b| !b.health.is_down()) {
+                return rerouted(q, h, b, ev, now);
+            }
+        }
+    }
+    (q.tx, q.health.as_deref())
+}
+
+#[cold]
+#[inline(never)]
+fn rerouted<'a>(
+    _q: &'a QueueEntry,
+    h: &'a DeviceHealth,
+    b: &'a Backup,
+    ev: &Events,
+    now: u64,
+) -> (TxQueue, Option<&'a DeviceHealth>) {
+    if h.note_rerouted(now, 0) {
+        ev.push(DpEvent::Rerouted {
+            from: h.port(),
+            to: b.health.port(),
+            at: now,
+        });
+    }
+    (b.tx, Some(h))
+}
+
+/// Client tx side → VF tx burst; returns frames taken from the client. Frames a shm client's
+/// ring holds stay there when the device refuses them (back-pressure, as a NIC's tx ring gives
+/// its driver); the other sides cannot give frames back, so what the device refuses is dropped
+/// and counted.
+#[inline(always)]
+fn forward_tx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst, ev: &Events, now: u64) -> u64 {
+    let (tx, health) = pick_tx(q, ev, now);
     let n = match &q.client {
-        ClientSide::Rings(r) => ring_dequeue(r.from_client_raw, b),
+        ClientSide::Rings(r) => return tx_from_ring(q, r.from_client_raw, tx, health, c, b, now),
         ClientSide::Vhost(v) => vhost_dequeue(v, b),
         ClientSide::Ethdev(e) => e.rx.rx_burst(b),
     };
@@ -503,13 +571,163 @@ fn forward_tx(q: &QueueEntry, c: &VnicCounters, b: &mut Burst) -> u64 {
         }
     }
     let bytes = sum_bytes(b);
-    let (sent, dropped) = q.tx.tx_burst(b);
+    let len = b.len;
+    let (sent, dropped) = tx.tx_burst(b);
+    note_tx(q, health, len, sent, now);
     bump(&c.tx_packets, sent as u64);
     bump(&c.tx_bytes, bytes);
     if dropped > 0 {
         bump(&c.tx_drops, dropped as u64);
     }
     n as u64
+}
+
+/// Health bookkeeping after a burst of `n` met `sent` accepted on `health`'s device (the
+/// active one, or its backup once rerouted).
+#[inline(always)]
+fn note_tx(q: &QueueEntry, health: Option<&DeviceHealth>, n: usize, sent: usize, now: u64) {
+    if let Some(h) = health {
+        if h.is_down() {
+            // Rerouted: the backup took this burst.
+            h.note_rerouted(now, sent);
+        } else {
+            h.note_tx(n, sent, now, q.refuse_window);
+        }
+    }
+}
+
+/// A shm client's tx ring → the VF: peek, send, and consume only what was sent or dropped as
+/// spoofed; the rest waits in the ring for the next pass (or the backup device).
+#[inline(always)]
+fn tx_from_ring(
+    q: &QueueEntry,
+    ring: *mut dpdk_sys::rte_ring,
+    tx: TxQueue,
+    health: Option<&DeviceHealth>,
+    c: &VnicCounters,
+    b: &mut Burst,
+    now: u64,
+) -> u64 {
+    // SAFETY: a live SC ring (kept alive by the table); this core is its only consumer. The
+    // peeked mbufs stay the ring's until committed.
+    let n =
+        unsafe { crate::spsc::peek(ring, b.ptrs.as_mut_ptr(), crate::mbuf::BURST as u32) } as usize;
+    if n == 0 {
+        return 0;
+    }
+    b.len = n;
+    if let Some(mac) = q.spoof_mac {
+        if first_spoofed(b, &mac).is_some() {
+            return tx_from_ring_spoofed(q, ring, tx, health, c, b, now, &mac);
+        }
+    }
+    let bytes = sum_bytes(b);
+    let sent = tx.tx_burst_keep(b);
+    // SAFETY: sent <= n peeked entries; the device owns those now.
+    unsafe { crate::spsc::commit(ring, sent as u32) };
+    note_tx(q, health, n, sent, now);
+    if sent > 0 {
+        bump(&c.tx_packets, sent as u64);
+        bump(
+            &c.tx_bytes,
+            bytes
+                - if sent < n {
+                    unsent_bytes(b, sent, n)
+                } else {
+                    0
+                },
+        );
+    }
+    sent as u64
+}
+
+/// Bytes of `b.ptrs[from..to]` (frames still in the client's ring).
+#[cold]
+fn unsent_bytes(b: &Burst, from: usize, to: usize) -> u64 {
+    b.ptrs[from..to]
+        .iter()
+        // SAFETY: frames peeked from the ring and not sent: still valid mbufs.
+        .map(|&p| unsafe { (*p).pkt_len } as u64)
+        .sum()
+}
+
+/// [`tx_from_ring`] for a burst with a spoofed frame: send the good ones, then consume the ring
+/// up to the first good frame the device refused; spoofed frames before that point are freed
+/// and counted, those after it stay (and are looked at again next pass).
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn tx_from_ring_spoofed(
+    q: &QueueEntry,
+    ring: *mut dpdk_sys::rte_ring,
+    tx: TxQueue,
+    health: Option<&DeviceHealth>,
+    c: &VnicCounters,
+    b: &mut Burst,
+    now: u64,
+    mac: &[u8; 6],
+) -> u64 {
+    let n = b.len;
+    let all = b.ptrs;
+    let mut at = [0usize; crate::mbuf::BURST];
+    let mut good = 0;
+    for (i, &p) in all[..n].iter().enumerate() {
+        if frame_from(p, mac) {
+            b.ptrs[good] = p;
+            at[good] = i;
+            good += 1;
+        }
+    }
+    b.len = good;
+    let bytes = sum_bytes(b);
+    let sent = if good > 0 { tx.tx_burst_keep(b) } else { 0 };
+    let upto = if sent == good { n } else { at[sent] };
+    let mut bad = [std::ptr::null_mut(); crate::mbuf::BURST];
+    let mut nbad = 0;
+    for &p in &all[..upto] {
+        if !frame_from(p, mac) {
+            bad[nbad] = p;
+            nbad += 1;
+        }
+    }
+    // SAFETY: every entry before `upto` was sent (now the device's) or is spoofed (freed below).
+    unsafe { crate::spsc::commit(ring, upto as u32) };
+    if nbad > 0 {
+        crate::mbuf::free_tail(&mut bad, 0, nbad);
+        bump(&c.spoof_drops, nbad as u64);
+    }
+    note_tx(q, health, good, sent, now);
+    if sent > 0 {
+        bump(&c.tx_packets, sent as u64);
+        bump(
+            &c.tx_bytes,
+            bytes
+                - if sent < good {
+                    unsent_bytes(b, sent, good)
+                } else {
+                    0
+                },
+        );
+    }
+    upto as u64
+}
+
+/// Whether frame `p` carries source MAC `mac` (frames shorter than a MAC header do not).
+#[inline(always)]
+fn frame_from(p: *mut dpdk_sys::rte_mbuf, mac: &[u8; 6]) -> bool {
+    // SAFETY: p is a valid mbuf (ours or peeked from a ring we consume); its first segment holds
+    // data_len bytes at buf_addr + data_off (what rte_pktmbuf_mtod computes).
+    unsafe {
+        (*p).data_len >= 12
+            && *(((*p).buf_addr as *const u8).add((*p).data_off as usize + 6) as *const [u8; 6])
+                == *mac
+    }
+}
+
+/// Index of the first frame of `b` not from `mac`.
+#[inline(always)]
+fn first_spoofed(b: &Burst, mac: &[u8; 6]) -> Option<usize> {
+    b.ptrs[..b.len].iter().position(|&p| !frame_from(p, mac))
 }
 
 /// Frames from the guest's tx vring, copied into mbufs of the vNIC's pool.
@@ -545,15 +763,7 @@ fn drop_spoofed(b: &mut Burst, mac: &[u8; 6]) -> usize {
     let (mut keep, mut nbad) = (0, 0);
     for i in 0..n {
         let p = b.ptrs[i];
-        // SAFETY: p is an mbuf we own; its first segment holds data_len bytes at buf_addr +
-        // data_off (what rte_pktmbuf_mtod computes). Frames shorter than a MAC header count as
-        // spoofed.
-        let ok = unsafe {
-            (*p).data_len >= 12
-                && *(((*p).buf_addr as *const u8).add((*p).data_off as usize + 6) as *const [u8; 6])
-                    == *mac
-        };
-        if ok {
+        if frame_from(p, mac) {
             b.ptrs[keep] = p;
             keep += 1;
         } else {
@@ -656,12 +866,12 @@ fn run(s: &Shared) {
             serve_client(cl, &vnics[cl.slot.0 as usize], &mut b);
         }
         for q in &t.queues {
-            let m = forward_tx(q, &vnics[q.slot.0 as usize], &mut b);
+            let m = forward_tx(q, &vnics[q.slot.0 as usize], &mut b, &s.events, last);
             bursts += (m > 0) as u64;
             moved += m;
         }
         for q in &t.drain {
-            let m = forward_tx(q, &vnics[q.slot.0 as usize], &mut b);
+            let m = forward_tx(q, &vnics[q.slot.0 as usize], &mut b, &s.events, last);
             bursts += (m > 0) as u64;
             moved += m;
         }

@@ -207,34 +207,55 @@ fn a_full_client_ring_holds_frames_back_in_the_vf() {
 }
 
 #[test]
-fn tx_drops_when_the_vf_refuses_are_freed_and_counted() {
-    // wire_out holds 4095; the wire side never drains it.
+fn frames_the_vf_refuses_wait_in_the_client_ring_and_none_is_lost() {
+    // wire_out holds 4095 and nobody drains it until later; the client's tx ring holds 1023:
+    // what the VF refuses stays in that ring (back-pressure, as a NIC's tx ring), never freed.
     let f = fixture(1024, 8191);
     let mut pushed = 0u32;
     while pushed < 5000 {
         let mut b = Burst::default();
-        for s in pushed..pushed + 32 {
+        let n = (5000 - pushed).min(32);
+        for s in pushed..pushed + n {
             b.push(f.pool.alloc_with(&frame(s, 64)).unwrap()).unwrap();
         }
-        let (sent, dropped) = f.from_client.enqueue(&mut b);
-        pushed += sent as u32;
-        assert_eq!(sent as u32 + dropped as u32, 32);
-        if dropped > 0 {
-            pushed += 0;
+        let room = f.from_client.free_count();
+        if room < n {
+            drop(b);
             std::thread::yield_now();
+            continue;
         }
+        let (sent, dropped) = f.from_client.enqueue(&mut b);
+        assert_eq!((sent, dropped), (n as usize, 0));
+        pushed += n;
     }
-    wait_until("client tx ring drained", Duration::from_secs(5), || {
-        f.from_client.count() == 0
-    });
-    wait_until("counters settle", Duration::from_secs(5), || {
-        let s = f.worker.vnic_stats(VnicSlot(0));
-        s.tx_packets + s.tx_drops >= pushed as u64
+    wait_until(
+        "the wire full and the rest held",
+        Duration::from_secs(5),
+        || f.worker.vnic_stats(VnicSlot(0)).tx_packets == 4095 && f.from_client.count() == 905,
+    );
+    let s = f.worker.vnic_stats(VnicSlot(0));
+    assert_eq!(s.tx_drops, 0, "nothing dropped");
+    assert_eq!(f.pool.in_use(), 5000, "nothing freed");
+    // The wire drains: the held frames follow, in order.
+    let mut b = Burst::default();
+    let mut next = 0u32;
+    let mut take = |b: &mut Burst, next: &mut u32| {
+        while f.wire_out.dequeue(b) > 0 {
+            for m in b.drain() {
+                assert_eq!(seq_of(m.data()), *next, "frame out of order");
+                *next += 1;
+            }
+        }
+    };
+    take(&mut b, &mut next);
+    wait_until("every frame sent", Duration::from_secs(5), || {
+        take(&mut b, &mut next);
+        next == 5000
     });
     let s = f.worker.vnic_stats(VnicSlot(0));
-    assert_eq!(s.tx_packets, 4095);
-    assert_eq!(s.tx_packets + s.tx_drops, pushed as u64);
-    assert_eq!(f.pool.in_use(), 4095, "refused mbufs freed");
+    assert_eq!((s.tx_packets, s.tx_drops), (5000, 0));
+    assert_eq!(f.from_client.count(), 0);
+    wait_until("pool full", Duration::from_secs(5), || f.pool.is_full());
 }
 
 #[test]

@@ -95,6 +95,23 @@ pub struct SwitchRecord {
     pub switch_us: u64,
     /// Wall clock, ms since the epoch.
     pub at_unix_ms: u64,
+    /// For a failure: who saw it first (`link interrupt`, `removal interrupt`, `data core (tx
+    /// refused)`, `health check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_by: Option<String>,
+    /// Wall clock (µs since the epoch) when the old device was marked down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at_unix_us: Option<u64>,
+    /// From the device marked down to the data core sending on the backup (fast reroute,
+    /// before the control thread's switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reroute_us: Option<u64>,
+    /// From the device marked down to the first frame the new device accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_frame_us: Option<u64>,
+    /// From the device marked down to the control thread's new table (the official switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub official_us: Option<u64>,
 }
 
 /// A vNIC's counters, summed over data cores.

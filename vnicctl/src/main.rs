@@ -465,6 +465,16 @@ fn show(v: &VnicStatus) {
             l.detection_us,
             l.switch_us
         );
+        if let Some(by) = &l.detected_by {
+            let us = |v: Option<u64>| v.map(|v| format!("{v} us")).unwrap_or_else(|| "-".into());
+            println!(
+                "    failure seen by {by}; after it: rerouted {}, first frame on {} {}, official {}",
+                us(l.reroute_us),
+                l.to,
+                us(l.first_frame_us),
+                us(l.official_us)
+            );
+        }
     }
     println!(
         "  {:<16} {:>4} {:<9} {:<5} {:<16} DEVARGS",

@@ -214,6 +214,12 @@ pub struct VnicConfig {
     /// its link is up (1..=60000 ms, default 100).
     #[serde(default = "default_tx_stall")]
     pub tx_stall_ms: u32,
+    /// Fast reroute: the data core itself fails the active device over to the best standby when
+    /// its tx queue has refused every frame for this long while the link reads up (a dead peer,
+    /// a queue that stopped draining); a congested device accepts some frames in any such
+    /// window. 0 turns it off (0..=1000000 µs, default 200).
+    #[serde(default = "default_tx_refuse")]
+    pub tx_refuse_us: u32,
     /// Peer announcements after a switch: RARP, plus gratuitous ARP for each of `ipv4`
     /// (0..=10 rounds, default 3).
     #[serde(default = "default_announce_rounds")]
@@ -308,6 +314,9 @@ fn default_flap_window() -> u32 {
 }
 fn default_tx_stall() -> u32 {
     100
+}
+fn default_tx_refuse() -> u32 {
+    200
 }
 fn default_announce_rounds() -> u32 {
     3

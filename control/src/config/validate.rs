@@ -261,6 +261,12 @@ impl RawConfig {
                     format!("{} must be a power of two in 64..=32768", v.ring_depth),
                 );
             }
+            if v.tx_refuse_us > 1_000_000 {
+                err(
+                    format!("{vp}.tx_refuse_us"),
+                    format!("{} out of range 0..=1000000", v.tx_refuse_us),
+                );
+            }
             let core = v.data_core.unwrap_or(first_core);
             if !self.data_cores.iter().any(|d| d.core == core) {
                 err(

@@ -227,6 +227,7 @@ fn policy_changes(o: &VnicConfig, n: &VnicConfig) -> Vec<String> {
     ch("flap_limit", o.flap_limit != n.flap_limit);
     ch("flap_window_ms", o.flap_window_ms != n.flap_window_ms);
     ch("tx_stall_ms", o.tx_stall_ms != n.tx_stall_ms);
+    ch("tx_refuse_us", o.tx_refuse_us != n.tx_refuse_us);
     ch("announce_rounds", o.announce_rounds != n.announce_rounds);
     ch(
         "announce_interval_ms",

@@ -66,7 +66,7 @@ pub(crate) fn build_backing(
                 tracing::debug!(backing = %b.name, "MAC not programmed: {e}");
             }
         }
-        if let Err(e) = p.watch_removal() {
+        if let Err(e) = p.watch_events() {
             tracing::debug!(backing = %b.name, "no removal events: {e}");
         }
         Ok(p)
@@ -84,6 +84,8 @@ pub(crate) fn build_backing(
         ever_up: false,
         redials: 0,
         release: false,
+        failed_at: None,
+        tx_failure: false,
     };
     let failed = |bk: &mut Backing, err: vnic_dataplane::Error| {
         let e = err.to_string();
@@ -126,6 +128,7 @@ pub(crate) fn policy(v: &config::VnicConfig) -> Policy {
         flap_limit: v.flap_limit,
         flap_window: Duration::from_millis(v.flap_window_ms as u64),
         tx_stall: Duration::from_millis(v.tx_stall_ms as u64),
+        tx_refuse_us: v.tx_refuse_us,
         announce_rounds: v.announce_rounds,
         announce_interval: Duration::from_millis(v.announce_interval_ms as u64),
     }
@@ -214,8 +217,6 @@ pub(crate) fn build_vnic(
         next_announce: Instant::now(),
         announce_until: None,
         ipv4: ipv4s(v),
-        tx_seen: (0, 0),
-        stalled_since: None,
         last_check: Instant::now(),
         stats_base: VnicStats::default(),
         parked: false,

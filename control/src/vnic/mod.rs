@@ -59,9 +59,30 @@ pub(crate) struct Backing {
     pub(crate) redials: u32,
     /// The device is gone: release its port once no table names it.
     pub(crate) release: bool,
+    /// When it last failed.
+    pub(crate) failed_at: Option<Instant>,
+    /// It failed because its tx queue refused frames while the link read up: nothing but time
+    /// shows it recovered, so it rejoins only after the hold-down.
+    pub(crate) tx_failure: bool,
 }
 
 impl Backing {
+    /// Mark it failed for `why` (its down flag too, so a data core still sending on it turns
+    /// to the backup at once); true if it was not failed already.
+    pub(crate) fn fail(&mut self, why: &str, now: Instant) -> bool {
+        if let Some(p) = &self.port {
+            p.health().mark_down(vnic_dataplane::Detector::HealthCheck);
+        }
+        if matches!(self.state, BackingState::Failed(_)) {
+            return false;
+        }
+        self.state = BackingState::Failed(why.into());
+        self.last_failure = Some(why.into());
+        self.failed_at = Some(now);
+        self.tx_failure = why.starts_with("tx ");
+        true
+    }
+
     pub(crate) fn usable(&self) -> bool {
         self.port.is_some()
             && self.link_up
@@ -126,9 +147,6 @@ pub(crate) struct Vnic {
     /// Keep the announcer in the table until then (lets the last round drain).
     pub(crate) announce_until: Option<Instant>,
     pub(crate) ipv4: Vec<[u8; 4]>,
-    /// tx-stall watch: (tx_packets, tx_drops) at the last check, and since when stalled.
-    pub(crate) tx_seen: (u64, u64),
-    pub(crate) stalled_since: Option<Instant>,
     pub(crate) last_check: Instant,
     /// Counter values its slot had before this vNIC took it (slots are reused after a reload
     /// removes a vNIC; only the data core writes counters, so they are offset, not reset).

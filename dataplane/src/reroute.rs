@@ -1,0 +1,239 @@
+//! Fast reroute: a backing device's "down" flag, written by whoever sees the failure first (the
+//! link-state or removal interrupt callback on DPDK's interrupt thread, the data core when the
+//! device's tx queue refuses everything, the control thread's health check), and read by the
+//! data core at every burst, which then transmits on the queue entry's pre-computed backup at
+//! once and tells the control thread through its event ring. The control thread makes the
+//! switch official afterwards (arbiter state, new table, announcements, client push), so the
+//! outage does not wait for it.
+use crate::eal::rdtsc;
+use crate::port::PortId;
+use crossbeam::utils::CachePadded;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// Who saw a device fail first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Detector {
+    /// The PMD's link-state-change interrupt (`RTE_ETH_EVENT_INTR_LSC`).
+    LinkEvent = 1,
+    /// The device-removal interrupt (`RTE_ETH_EVENT_INTR_RMV`).
+    Removal = 2,
+    /// The data core: the tx queue refused every frame for the refuse window.
+    DataCore = 3,
+    /// The control thread's health check (link polling, tx stall).
+    HealthCheck = 4,
+}
+
+impl Detector {
+    fn from_u8(v: u8) -> Option<Detector> {
+        Some(match v {
+            1 => Detector::LinkEvent,
+            2 => Detector::Removal,
+            3 => Detector::DataCore,
+            4 => Detector::HealthCheck,
+            _ => return None,
+        })
+    }
+    /// The name status and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::LinkEvent => "link interrupt",
+            Detector::Removal => "removal interrupt",
+            Detector::DataCore => "data core (tx refused)",
+            Detector::HealthCheck => "health check",
+        }
+    }
+}
+
+/// Written once per failure (by the first detector) and once per recovery (by the control
+/// thread): the line the data core reads at every burst.
+#[derive(Debug, Default)]
+struct Down {
+    /// TSC when the device was marked down; 0 while up.
+    at: AtomicU64,
+    by: AtomicU8,
+}
+
+/// The data core's own bookkeeping for the device (it alone writes it; the control thread reads).
+#[derive(Debug, Default)]
+struct Watch {
+    /// TSC of the first burst of the current run of fully refused bursts; 0 when the last
+    /// attempt was accepted.
+    refusing_since: AtomicU64,
+    /// TSC of the latest fully refused burst (a stall is a run of them, not a stale start).
+    last_refused: AtomicU64,
+    /// TSC when the data core first turned a burst to the backup instead; 0 if it has not.
+    rerouted_at: AtomicU64,
+    /// TSC when the backup first accepted a frame after that; 0 until it has.
+    first_tx_at: AtomicU64,
+}
+
+/// A backing device's health as the data path sees it. Shared by the port's interrupt
+/// callbacks, the tables that name the device and the control thread.
+#[derive(Debug)]
+pub struct DeviceHealth {
+    port: PortId,
+    down: CachePadded<Down>,
+    watch: CachePadded<Watch>,
+    removed: AtomicBool,
+}
+
+/// A copy of a device's flag, for the control thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HealthSnapshot {
+    /// TSC when marked down (0: up).
+    pub down_at: u64,
+    pub by: Option<Detector>,
+    /// TSC since which every tx burst was refused (0: the last one was accepted).
+    pub refusing_since: u64,
+    /// TSC of the latest refused burst of that run.
+    pub last_refused: u64,
+    /// TSC when the data core moved transmission to the backup (0: it has not).
+    pub rerouted_at: u64,
+    /// TSC of the first frame the backup accepted after that (0: none yet).
+    pub first_tx_at: u64,
+    /// The removal interrupt fired (the device is gone, not just down).
+    pub removed: bool,
+}
+
+impl HealthSnapshot {
+    /// How long, in TSC ticks, the current run of refused bursts has lasted (0: none).
+    pub fn refused_for(&self) -> u64 {
+        if self.refusing_since == 0 {
+            0
+        } else {
+            self.last_refused.saturating_sub(self.refusing_since)
+        }
+    }
+}
+
+impl DeviceHealth {
+    /// Up, for `port`.
+    pub fn new(port: PortId) -> Arc<DeviceHealth> {
+        Arc::new(DeviceHealth {
+            port,
+            down: CachePadded::new(Down::default()),
+            watch: CachePadded::new(Watch::default()),
+            removed: AtomicBool::new(false),
+        })
+    }
+    /// The device's port.
+    pub fn port(&self) -> PortId {
+        self.port
+    }
+    /// Mark the device down. Only the first detector of a failure is recorded; returns whether
+    /// this call was it.
+    pub fn mark_down(&self, by: Detector) -> bool {
+        let now = rdtsc().max(1);
+        if self
+            .down
+            .at
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.down.by.store(by as u8, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+    /// The device is healthy again (control thread, when it rejoins as standby or active).
+    pub fn clear(&self) {
+        self.watch.rerouted_at.store(0, Ordering::Relaxed);
+        self.watch.first_tx_at.store(0, Ordering::Relaxed);
+        self.watch.last_refused.store(0, Ordering::Relaxed);
+        self.watch.refusing_since.store(0, Ordering::Relaxed);
+        self.down.by.store(0, Ordering::Relaxed);
+        self.down.at.store(0, Ordering::Release);
+    }
+    /// Whether it is marked down (one relaxed load: the data core's per-burst check).
+    #[inline(always)]
+    pub fn is_down(&self) -> bool {
+        self.down.at.load(Ordering::Relaxed) != 0
+    }
+    /// A copy for the control thread.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        HealthSnapshot {
+            down_at: self.down.at.load(Ordering::Acquire),
+            by: Detector::from_u8(self.down.by.load(Ordering::Acquire)),
+            refusing_since: self.watch.refusing_since.load(Ordering::Relaxed),
+            last_refused: self.watch.last_refused.load(Ordering::Relaxed),
+            rerouted_at: self.watch.rerouted_at.load(Ordering::Relaxed),
+            first_tx_at: self.watch.first_tx_at.load(Ordering::Relaxed),
+            removed: self.removed.load(Ordering::Acquire),
+        }
+    }
+
+    /// Data core: a burst of `n` frames met `sent` accepted at `now`. Marks the device down
+    /// once it has refused everything for `window` TSC ticks (0: never). A congested device
+    /// accepts some frames within any window; a dead one none.
+    #[inline(always)]
+    pub(crate) fn note_tx(&self, n: usize, sent: usize, now: u64, window: u64) {
+        let since = self.watch.refusing_since.load(Ordering::Relaxed);
+        if sent > 0 {
+            if since != 0 {
+                self.watch.refusing_since.store(0, Ordering::Relaxed);
+            }
+        } else if n > 0 {
+            self.watch.last_refused.store(now, Ordering::Relaxed);
+            if since == 0 {
+                self.watch
+                    .refusing_since
+                    .store(now.max(1), Ordering::Relaxed);
+            } else if window > 0 && now.wrapping_sub(since) >= window && !self.is_down() {
+                refused_too_long(self);
+            }
+        }
+    }
+
+    /// The removal interrupt: the device is gone.
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.mark_down(Detector::Removal);
+    }
+
+    /// Data core, on a burst turned to the backup (`sent` of it accepted): true the first time
+    /// for this failure (the moment to tell the control thread).
+    #[inline(always)]
+    pub(crate) fn note_rerouted(&self, now: u64, sent: usize) -> bool {
+        let first = self.watch.rerouted_at.load(Ordering::Relaxed) == 0;
+        if first {
+            self.watch.rerouted_at.store(now.max(1), Ordering::Relaxed);
+        }
+        if sent > 0 && self.watch.first_tx_at.load(Ordering::Relaxed) == 0 {
+            self.watch
+                .first_tx_at
+                .store(rdtsc().max(1), Ordering::Relaxed);
+        }
+        first
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn refused_too_long(h: &DeviceHealth) {
+    h.mark_down(Detector::DataCore);
+}
+
+/// What a data core tells the control thread (through its bounded event ring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpEvent {
+    /// Transmission of a vNIC queue moved from `from`'s port to the backup `to` at TSC `at`.
+    Rerouted { from: PortId, to: PortId, at: u64 },
+}
+
+/// The entry's backup: the best operational standby's tx queue, pre-computed by the control
+/// thread when it builds the table.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    pub(crate) tx: crate::port::TxQueue,
+    pub(crate) health: Arc<DeviceHealth>,
+}
+
+impl Backup {
+    /// Transmit on `tx` (its device's flag `health`) when the active device is down.
+    pub fn new(tx: crate::port::TxQueue, health: Arc<DeviceHealth>) -> Self {
+        Backup { tx, health }
+    }
+}
