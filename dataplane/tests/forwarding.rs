@@ -239,7 +239,7 @@ fn frames_the_vf_refuses_wait_in_the_client_ring_and_none_is_lost() {
     // The wire drains: the held frames follow, in order.
     let mut b = Burst::default();
     let mut next = 0u32;
-    let mut take = |b: &mut Burst, next: &mut u32| {
+    let take = |b: &mut Burst, next: &mut u32| {
         while f.wire_out.dequeue(b) > 0 {
             for m in b.drain() {
                 assert_eq!(seq_of(m.data()), *next, "frame out of order");
