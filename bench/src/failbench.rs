@@ -25,6 +25,13 @@ pub struct FailTrial {
     /// vnicd's own drop counters for the vNIC (where lost frames were dropped, if by vnicd).
     pub vnicd_rx_drops: u64,
     pub vnicd_tx_drops: u64,
+    /// Unplanned: who saw the failure first, and from the device marked down to the data core
+    /// sending on the backup and to the backup's first accepted frame.
+    pub detected_by: Option<String>,
+    pub reroute_us: Option<u64>,
+    pub first_frame_us: Option<u64>,
+    /// From the kill to the device marked down (µs; the kill's own time included).
+    pub kill_to_down_us: Option<i64>,
 }
 
 fn vnic0(dir: &Path) -> Res<serde_json::Value> {
@@ -106,6 +113,7 @@ pub fn trial(vnicd: &Path, dir: &Path, planned: bool, rate: u64) -> Res<FailTria
         v["state"] == "attached"
     })?;
     std::thread::sleep(Duration::from_millis(500));
+    let mut killed_us = 0i64;
     if planned {
         vnicd::admin(
             &dir.join("a.sock"),
@@ -114,6 +122,7 @@ pub fn trial(vnicd: &Path, dir: &Path, planned: bool, rate: u64) -> Res<FailTria
         )?;
     } else if let Some(pid) = pa.pid() {
         // The wire behind the active device dies at once.
+        killed_us = unix_us();
         Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status()?;
@@ -157,5 +166,19 @@ pub fn trial(vnicd: &Path, dir: &Path, planned: bool, rate: u64) -> Res<FailTria
         switch_us: v["last_switch"]["switch_us"].as_u64().unwrap_or(0),
         vnicd_rx_drops: v["rx_drops"].as_u64().unwrap_or(0),
         vnicd_tx_drops: v["tx_drops"].as_u64().unwrap_or(0),
+        detected_by: v["last_switch"]["detected_by"].as_str().map(str::to_string),
+        reroute_us: v["last_switch"]["reroute_us"].as_u64(),
+        first_frame_us: v["last_switch"]["first_frame_us"].as_u64(),
+        kill_to_down_us: v["last_switch"]["failed_at_unix_us"]
+            .as_u64()
+            .filter(|_| !planned)
+            .map(|t| t as i64 - killed_us),
     })
+}
+
+fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }

@@ -473,7 +473,7 @@ fn run(args: Args) -> Res<()> {
                     prog.step(&format!("failover {}/{reps} {}", r + 1, if planned { "planned" } else { "unplanned" }), 4.0);
                     let x = failbench::trial(&env.vnicd, &env.dir, planned, rate)?;
                     prog.line(&format!(
-                        "failover {:>2} {:<9} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us, vnicd drops rx {} tx {}",
+                        "failover {:>2} {:<9} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us, vnicd drops rx {} tx {}, seen by {}, kill->down {} us, ->reroute {} us, ->first frame {} us",
                         r + 1,
                         if planned { "planned" } else { "unplanned" },
                         x.lost,
@@ -482,7 +482,11 @@ fn run(args: Args) -> Res<()> {
                         x.detection_us,
                         x.switch_us,
                         x.vnicd_rx_drops,
-                        x.vnicd_tx_drops
+                        x.vnicd_tx_drops,
+                        x.detected_by.as_deref().unwrap_or("-"),
+                        x.kill_to_down_us.map(|v| v.to_string()).unwrap_or("-".into()),
+                        x.reroute_us.map(|v| v.to_string()).unwrap_or("-".into()),
+                        x.first_frame_us.map(|v| v.to_string()).unwrap_or("-".into())
                     ));
                     t.push(x);
                 }
@@ -503,7 +507,12 @@ fn run(args: Args) -> Res<()> {
                     ("frames lost", sel.iter().map(|x| x.lost as f64).collect()),
                     ("detection µs", sel.iter().map(|x| x.detection_us as f64).collect()),
                     ("switch µs", sel.iter().map(|x| x.switch_us as f64).collect()),
+                    ("kill → marked down µs", sel.iter().filter_map(|x| x.kill_to_down_us).map(|v| v as f64).collect()),
+                    ("marked down → first frame on the standby µs", sel.iter().filter_map(|x| x.first_frame_us).map(|v| v as f64).collect()),
                 ] {
+                    if v.is_empty() {
+                        continue;
+                    }
                     let (m, p, x) = (pct(&mut v, 0.5), pct(&mut v, 0.99), pct(&mut v, 1.0));
                     out!(md, "| {kind} | {metric} | {m:.2} | {p:.2} | {x:.2} |");
                     rows.push(serde_json::json!({"kind": kind, "metric": metric, "median": m, "p99": p, "max": x}));
