@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use vnic_bench::procs::Guard;
-use vnic_bench::testpmd::{Testpmd, TestpmdOpts};
+use vnic_bench::testpmd::Testpmd;
 
 use vnic_bench::vnicd::{self, Res};
 
@@ -49,20 +49,11 @@ fn wait(dir: &Path, vd: &mut Guard, what: &str, f: impl Fn(&serde_json::Value) -
 }
 
 pub fn peer(dir: &Path, i: usize, huge: bool) -> Res<Testpmd> {
-    let sock = dir.join(format!("w{i}.sock"));
-    let _ = std::fs::remove_file(&sock);
-    let mut p = Testpmd::spawn(&TestpmdOpts::io(
-        0,
-        1,
-        vec![format!(
-            "net_memif{i},role=server,socket={},id=0",
-            sock.display()
-        )],
+    Ok(vnic_bench::testpmd::memif_reflector(
+        &dir.join(format!("w{i}.sock")),
+        i,
         huge,
-        "loop",
-    ))?;
-    p.cmd("start")?;
-    Ok(p)
+    )?)
 }
 
 /// One repetition; `rate` frames/s.

@@ -99,6 +99,24 @@ pub struct PortCounters {
     pub tx_errors: u64,
 }
 
+/// A started testpmd peer that reflects what it receives (io, loop topology) on one memif
+/// server port `net_memif{i}` listening on `sock` (a stale socket file is removed first).
+pub fn memif_reflector(sock: &std::path::Path, i: usize, huge: bool) -> Result<Testpmd, PeerError> {
+    let _ = std::fs::remove_file(sock);
+    let mut p = Testpmd::spawn(&TestpmdOpts::io(
+        0,
+        1,
+        vec![format!(
+            "net_memif{i},role=server,socket={},id=0",
+            sock.display()
+        )],
+        huge,
+        "loop",
+    ))?;
+    p.cmd("start")?;
+    Ok(p)
+}
+
 /// A running testpmd.
 pub struct Testpmd {
     guard: Guard,

@@ -35,21 +35,8 @@ enum Fault {
 }
 
 fn peer(dir: &Path, i: usize) -> Testpmd {
-    let sock = dir.join(format!("w{i}.sock"));
-    let _ = std::fs::remove_file(&sock);
-    let mut p = Testpmd::spawn(&TestpmdOpts::io(
-        0,
-        1,
-        vec![format!(
-            "net_memif{i},role=server,socket={},id=0",
-            sock.display()
-        )],
-        true,
-        "loop",
-    ))
-    .expect("testpmd peer");
-    p.cmd("start").unwrap();
-    p
+    vnic_bench::testpmd::memif_reflector(&dir.join(format!("w{i}.sock")), i, true)
+        .expect("testpmd peer")
 }
 
 fn vnic0(admin: &Path) -> Value {

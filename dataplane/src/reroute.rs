@@ -223,6 +223,29 @@ pub enum DpEvent {
     Rerouted { from: PortId, to: PortId, at: u64 },
 }
 
+/// A data core's events for the control thread (DESIGN §2): a bounded lock-free queue the core
+/// pushes to without ever blocking or allocating; what does not fit is counted.
+pub(crate) struct Events {
+    pub(crate) q: crossbeam::queue::ArrayQueue<DpEvent>,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Events {
+    const DEPTH: usize = 1024;
+    pub(crate) fn new() -> Events {
+        Events {
+            q: crossbeam::queue::ArrayQueue::new(Self::DEPTH),
+            dropped: AtomicU64::new(0),
+        }
+    }
+    #[cold]
+    pub(crate) fn push(&self, e: DpEvent) {
+        if self.q.push(e).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The entry's backup: the best operational standby's tx queue, pre-computed by the control
 /// thread when it builds the table.
 #[derive(Debug, Clone)]
