@@ -123,7 +123,10 @@ impl QueueEntry {
     }
     /// Fast reroute: the active device's flag `health`, the entry's backup, and how long the
     /// device may refuse every frame before the data core marks it down itself (`refuse_us`,
-    /// 0: never).
+    /// 0: never). Without a backup the data core never does: there is nowhere to reroute, and
+    /// failing the only device of a vNIC whose peer is merely slow (a busy or descheduled peer
+    /// refuses everything for a while) would cut a working path; a sole device that stays
+    /// stalled is the control thread's `tx_stall_ms` check's to fail.
     pub fn with_reroute(
         mut self,
         health: Arc<DeviceHealth>,
@@ -131,8 +134,11 @@ impl QueueEntry {
         refuse_us: u32,
     ) -> Self {
         self.health = Some(health);
+        self.refuse_window = match backup {
+            Some(_) => crate::eal::tsc_hz() * refuse_us as u64 / 1_000_000,
+            None => 0,
+        };
         self.backup = backup;
-        self.refuse_window = crate::eal::tsc_hz() * refuse_us as u64 / 1_000_000;
         self
     }
     /// Also receive from `rx` (a standby backing device's queue).

@@ -1,8 +1,8 @@
 //! Fast reroute in the data core, on net_ring ports the test drains itself: a device marked
 //! down (as the link or removal interrupt does) loses its traffic to the entry's backup at the
 //! next burst, without a new table; a tx queue that refuses everything for the refuse window is
-//! marked down by the data core itself; a congested queue that still drains is not; and no
-//! frame is lost or leaked on the way.
+//! marked down by the data core itself, unless it has no backup; a congested queue that still
+//! drains is not; and no frame is lost or leaked on the way.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 mod common;
 use common::*;
@@ -42,6 +42,11 @@ fn port(name: &str, rx: &Ring, tx: &Ring, pool: &Mempool) -> Port {
 /// `a_depth`: the active device's wire (what it accepts before refusing); `refuse_us`: the
 /// entry's refuse window.
 fn rig(a_depth: u32, refuse_us: u32) -> Rig {
+    rig_with(a_depth, refuse_us, true)
+}
+
+/// [`rig`], with b as a's backup or not (b is then only received from).
+fn rig_with(a_depth: u32, refuse_us: u32, backup: bool) -> Rig {
     let eal = eal();
     let lcore = data_lcore(&eal);
     let sock = socket_id();
@@ -67,7 +72,7 @@ fn rig(a_depth: u32, refuse_us: u32) -> Rig {
     .also_rx(b.rx_queue(0).unwrap())
     .with_reroute(
         a.health().clone(),
-        Some(Backup::new(b.tx_queue(0).unwrap(), b.health().clone())),
+        backup.then(|| Backup::new(b.tx_queue(0).unwrap(), b.health().clone())),
         refuse_us,
     );
     worker.publish(FwdTable::new(vec![entry], vec![])).unwrap();
@@ -185,6 +190,26 @@ fn a_tx_queue_that_refuses_everything_is_failed_by_the_data_core_and_nothing_is_
     assert_eq!(h.by, Some(Detector::DataCore));
     assert_eq!(r.worker.take_events().0.len(), 1);
     assert!(!r.b.health().is_down());
+}
+
+#[test]
+fn a_sole_device_that_refuses_everything_is_not_failed_by_the_data_core() {
+    // The same stalled wire, but nothing to reroute to: failing it would only cut the path of a
+    // peer that may just be slow. Frames wait in the client ring until the wire drains again.
+    let r = rig_with(64, 200, false);
+    let mut a = Vec::new();
+    send(&r, 0..1000);
+    // Far past the window: 20 ms of refused bursts.
+    wait_until("a refusing for 20 ms", Duration::from_secs(10), || {
+        r.a.health().snapshot().refused_for() >= vnic_dataplane::eal::tsc_hz() / 50
+    });
+    assert!(!r.a.health().is_down(), "the only device was failed");
+    assert!(r.worker.take_events().0.is_empty());
+    // The peer drains again: everything goes out on a, in order, nothing lost.
+    let mut b = Vec::new();
+    finish(&r, &mut a, &mut b, 1000);
+    assert_eq!((a.len(), b.len()), (1000, 0));
+    assert!(!r.a.health().is_down());
 }
 
 #[test]
