@@ -30,19 +30,46 @@ pub struct TrialResult {
     /// Offered frames/s (0 = as fast as the generator can).
     pub rate: u64,
     pub seconds: f64,
+    /// Send attempts.
     pub offered: u64,
+    /// Attempts the DUT's port refused (its ring full: back-pressure).
     pub refused: u64,
+    /// What the DUT took (`offered - refused`).
+    #[serde(default)]
+    pub sent: u64,
     pub received: u64,
+    /// `offered - received`.
     pub lost: u64,
+    /// `sent - received`: taken by the DUT and never returned.
+    #[serde(default)]
+    pub dut_lost: u64,
     pub loss_ratio: f64,
+    /// Send attempts per second.
     pub tx_fps: f64,
+    /// Frames per second the DUT took.
+    #[serde(default)]
+    pub sent_fps: f64,
     pub rx_fps: f64,
     pub gen_limited: bool,
     pub latency: Option<Latency>,
     /// Per port, in `--port` order.
     #[serde(default)]
     pub ports: Vec<PortResult>,
+    #[serde(default)]
+    pub host: HostProbe,
     pub error: Option<String>,
+}
+
+/// The host's mode around a trial (see `vnic-gen`): a ratio of two DUTs means something only
+/// when both ran in the same mode.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq)]
+pub struct HostProbe {
+    /// ns per step of a dependent chain on the generator's CPU just before the trial.
+    pub chain_ns: f64,
+    /// GB/s copying 4 MiB just before the trial.
+    pub copy_gbps: f64,
+    /// Share of all CPUs' time the hypervisor stole during the trial.
+    pub steal_share: f64,
 }
 
 /// One port's share of a trial.

@@ -238,6 +238,33 @@ impl Ovs {
     pub fn running(&mut self) -> bool {
         self.vswitchd.running()
     }
+
+    /// The datapath's drop counters summed over its ports (`dpctl/show -s`).
+    pub fn drops(&self) -> Res<std::collections::BTreeMap<String, u64>> {
+        Ok(parse_dpctl_drops(&self.appctl(&["dpctl/show", "-s"])?))
+    }
+}
+
+/// From `dpctl/show -s`: "RX packets:N errors:N dropped:N …" and "TX packets:N errors:N
+/// dropped:N …" per port, summed as `rx_dropped` and `tx_dropped`.
+pub fn parse_dpctl_drops(s: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut m =
+        std::collections::BTreeMap::from([("rx_dropped".into(), 0), ("tx_dropped".into(), 0)]);
+    for l in s.lines().map(str::trim) {
+        let key = if l.starts_with("RX packets:") {
+            "rx_dropped"
+        } else if l.starts_with("TX packets:") {
+            "tx_dropped"
+        } else {
+            continue;
+        };
+        let n = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("dropped:")?.parse::<u64>().ok())
+            .unwrap_or(0);
+        *m.entry(key.to_string()).or_default() += n;
+    }
+    m
 }
 
 /// From `dpif-netdev/pmd-stats-show`: "avg processing cycles per packet: 230.37 (…)" and
@@ -263,5 +290,12 @@ mod tests {
         let s = "pmd thread numa_id 0 core_id 1:\n  packets received: 100\n  idle cycles: 5000 (12.50%)\n  processing cycles: 35000 (87.50%)\n  avg cycles per packet: 400.00 (40000/100)\n  avg processing cycles per packet: 350.00 (35000/100)\n";
         assert_eq!(super::parse_pmd_stats(s), (Some(350.0), Some(0.125)));
         assert_eq!(super::parse_pmd_stats(""), (None, None));
+    }
+
+    #[test]
+    fn dpctl_drops_parse() {
+        let s = "netdev@ovs-netdev:\n  lookups: hit:9 missed:2 lost:0\n  port 1: p0 (dpdk)\n    RX packets:100 errors:0 dropped:7 overruns:0 frame:0\n    TX packets:90 errors:0 dropped:3 aborted:0 carrier:0\n  port 2: p1 (dpdk)\n    RX packets:5 errors:0 dropped:1 overruns:0 frame:0\n    TX packets:5 errors:0 dropped:? aborted:0 carrier:0\n";
+        let m = super::parse_dpctl_drops(s);
+        assert_eq!((m["rx_dropped"], m["tx_dropped"]), (8, 3));
     }
 }

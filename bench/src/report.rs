@@ -283,8 +283,61 @@ pub fn summarize(
             );
         }
     }
-    let j = serde_json::json!({"mrr": json_mrr, "ndr_pdr": json_search, "latency": json_lat, "dut_core": json_cost});
+    let json_trials = mrr_trials(rounds, &ts, &mut push);
+    let j = serde_json::json!({"mrr": json_mrr, "ndr_pdr": json_search, "latency": json_lat, "dut_core": json_cost, "mrr_trials": json_trials});
     (j, md)
+}
+
+/// Every MRR trial: what the generator got into the DUT, what the DUT refused, lost and counted
+/// as dropped itself, and the host's mode, so a low figure can be told apart from a slow host.
+fn mrr_trials(
+    rounds: &[TopoRound],
+    ts: &[Topo],
+    push: &mut dyn FnMut(String),
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    if rounds.iter().all(|r| r.mrr.is_empty()) {
+        return out;
+    }
+    push(String::new());
+    push("MRR trials: sent = frames the DUT's port took (the generator's attempts minus those it refused); lost in DUT = sent − received; DUT drops = the DUT's own counters over the trial; host = a calibration just before the trial on the generator's CPU (ns per step of a dependent chain, GB/s copying 4 MiB) and the CPU time the hypervisor stole during it".into());
+    push(String::new());
+    push("| round | topology | size | sent Mpps | received Mpps | refused | lost in DUT | DUT drops | chain ns | copy GB/s | steal |".into());
+    push("|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|".into());
+    let mut rs: Vec<&TopoRound> = rounds.iter().collect();
+    rs.sort_by_key(|r| (r.round, ts.iter().position(|t| *t == r.topo)));
+    for r in rs {
+        for m in &r.mrr {
+            let drops = match &m.dut_drops {
+                None => "-".to_string(),
+                Some(d) if d.values().all(|&v| v == 0) => "0".to_string(),
+                Some(d) => d
+                    .iter()
+                    .filter(|(_, &v)| v > 0)
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            push(format!(
+                "| {} | {} | {} | {:.2} | {:.2} | {:.1} % | {} | {} | {:.2} | {:.1} | {:.1} % |",
+                r.round,
+                r.topo.name(),
+                m.size,
+                m.sent_mpps,
+                m.mrr_mpps,
+                m.refused_share * 100.0,
+                m.dut_lost,
+                drops,
+                m.host.chain_ns,
+                m.host.copy_gbps,
+                m.host.steal_share * 100.0
+            ));
+            out.push(serde_json::json!({"round": r.round, "topology": r.topo.name(), "size": m.size,
+                "sent_mpps": m.sent_mpps, "received_mpps": m.mrr_mpps, "refused_share": m.refused_share,
+                "dut_lost": m.dut_lost, "dut_drops": m.dut_drops, "host": m.host}));
+        }
+    }
+    out
 }
 
 /// SVG plots beside the JSON; returns their file names.

@@ -90,6 +90,17 @@ impl TestpmdOpts {
     }
 }
 
+/// What testpmd's `stop` prints for the period since `start`, summed over its ports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ForwardStats {
+    /// Frames the device missed on receive (its rx queue was full).
+    pub rx_dropped: u64,
+    /// Frames the forwarding engine dropped because the tx queue refused them.
+    pub tx_dropped: u64,
+    /// Busy cycles per packet (`--record-core-cycles` only).
+    pub cycles_per_packet: Option<f64>,
+}
+
 /// Port counters as testpmd shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PortCounters {
@@ -300,18 +311,39 @@ impl Testpmd {
     /// `stop` forwarding and read the busy cycles per packet since the last `start` (printed
     /// when testpmd runs with `--record-core-cycles`; `None` otherwise).
     pub fn stop_cycles_per_packet(&mut self) -> Result<Option<f64>, PeerError> {
+        Ok(self.stop_forward_stats()?.cycles_per_packet)
+    }
+
+    /// `stop` forwarding and read what it prints about the period since the last `start`.
+    pub fn stop_forward_stats(&mut self) -> Result<ForwardStats, PeerError> {
         self.cmd("stop")?;
-        Ok(self
-            .wait_line(|l| l.contains("CPU cycles/packet="), Duration::from_secs(5))
-            .ok()
-            .and_then(|l| {
-                l.split("CPU cycles/packet=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<f64>()
-                    .ok()
-            }))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut s = ForwardStats::default();
+        let mut accumulated = false;
+        loop {
+            let l = self.next_line(deadline)?;
+            if l.contains("Accumulated forward statistics") {
+                accumulated = true;
+            }
+            let num = |key: &str| -> Option<f64> {
+                let i = l.find(key)?;
+                l[i + key.len()..].split_whitespace().next()?.parse().ok()
+            };
+            if accumulated {
+                if let Some(v) = num("RX-dropped:") {
+                    s.rx_dropped = v as u64;
+                }
+                if let Some(v) = num("TX-dropped:") {
+                    s.tx_dropped = v as u64;
+                }
+            }
+            if let Some(v) = num("CPU cycles/packet=") {
+                s.cycles_per_packet = Some(v);
+            }
+            if l.trim() == "Done." {
+                return Ok(s);
+            }
+        }
     }
 
     /// Whether port `p`'s link is up (`show port info`).

@@ -151,10 +151,45 @@ pub struct Dut {
     admin: PathBuf,
 }
 
-/// Cost snapshot taken before a trial.
+/// Cost and drop counters snapshot taken before a trial.
 pub enum Mark {
     Vnicd(serde_json::Value),
+    Testpmd,
+    Ovs(std::collections::BTreeMap<String, u64>),
     Other,
+}
+
+/// What the DUT's core spent on a trial, and what the DUT itself counted as dropped.
+#[derive(Debug, Clone, Default)]
+pub struct DutCost {
+    pub cycles_per_packet: Option<f64>,
+    pub idle_share: Option<f64>,
+    /// The DUT's own drop counters over the trial, by its names for them (`None`: not read).
+    pub drops: Option<std::collections::BTreeMap<String, u64>>,
+}
+
+/// vnicd's drop counters summed over vNICs.
+fn vnicd_drops(st: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for v in st["vnics"].as_array().into_iter().flatten() {
+        for k in ["rx_drops", "tx_drops", "client_drops", "spoof_drops"] {
+            *m.entry(k.to_string()).or_default() += v[k].as_u64().unwrap_or(0);
+        }
+    }
+    m
+}
+
+/// `b - a` per counter.
+fn delta(
+    a: &std::collections::BTreeMap<String, u64>,
+    b: std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    b.into_iter()
+        .map(|(k, v)| {
+            let d = v.saturating_sub(a.get(&k).copied().unwrap_or(0));
+            (k, d)
+        })
+        .collect()
 }
 
 impl Dut {
@@ -316,41 +351,55 @@ impl Dut {
             // testpmd reports cycles/packet per start..stop period.
             t.cmd("stop")?;
             t.cmd("start")?;
+            return Ok(Mark::Testpmd);
         }
         if let Some(o) = &self.ovs {
             o.clear_stats()?;
+            return Ok(Mark::Ovs(o.drops()?));
         }
         if self.vnicd.is_some() {
-            return Ok(Mark::Vnicd(
-                vnicd::admin(&self.admin, "STATS", json!({}))?["cores"][0].clone(),
-            ));
+            return Ok(Mark::Vnicd(vnicd::admin(&self.admin, "STATS", json!({}))?));
         }
         Ok(Mark::Other)
     }
 
-    /// (cycles per forwarded frame, idle share) of the DUT core since `m`.
-    pub fn cost(&mut self, m: Mark) -> Res<(Option<f64>, Option<f64>)> {
-        if let Some(t) = self.testpmd.as_mut() {
-            let cpp = t.stop_cycles_per_packet()?;
+    /// The DUT core's cost (cycles per forwarded frame, idle share) and the DUT's drops since
+    /// `m`.
+    pub fn cost(&mut self, m: Mark) -> Res<DutCost> {
+        if let (Some(t), Mark::Testpmd) = (self.testpmd.as_mut(), &m) {
+            let f = t.stop_forward_stats()?;
             t.cmd("start")?;
-            return Ok((cpp, None));
+            return Ok(DutCost {
+                cycles_per_packet: f.cycles_per_packet,
+                idle_share: None,
+                drops: Some(std::collections::BTreeMap::from([
+                    ("rx_dropped".to_string(), f.rx_dropped),
+                    ("tx_dropped".to_string(), f.tx_dropped),
+                ])),
+            });
         }
-        if let Some(o) = &self.ovs {
-            return o.pmd_cost();
+        if let (Some(o), Mark::Ovs(a)) = (&self.ovs, &m) {
+            let (cpp, idle) = o.pmd_cost()?;
+            return Ok(DutCost {
+                cycles_per_packet: cpp,
+                idle_share: idle,
+                drops: Some(delta(a, o.drops()?)),
+            });
         }
         if let Mark::Vnicd(a) = m {
-            let b = vnicd::admin(&self.admin, "STATS", json!({}))?["cores"][0].clone();
-            let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+            let b = vnicd::admin(&self.admin, "STATS", json!({}))?;
+            let f = |v: &serde_json::Value, k: &str| v["cores"][0][k].as_f64().unwrap_or(0.0);
             let d = |k: &str| f(&b, k) - f(&a, k);
             // `packets` counts hops (VF→client and client→VF).
             let (p, busy, loops, bl) =
                 (d("packets"), d("busy_cycles"), d("loops"), d("busy_loops"));
-            return Ok((
-                (p > 0.0).then(|| busy / (p / self.hops_per_frame)),
-                (loops > 0.0).then(|| 1.0 - bl / loops),
-            ));
+            return Ok(DutCost {
+                cycles_per_packet: (p > 0.0).then(|| busy / (p / self.hops_per_frame)),
+                idle_share: (loops > 0.0).then(|| 1.0 - bl / loops),
+                drops: Some(delta(&vnicd_drops(&a), vnicd_drops(&b))),
+            });
         }
-        Ok((None, None))
+        Ok(DutCost::default())
     }
 
     /// Stop everything, clients first.
@@ -373,7 +422,19 @@ pub struct MrrRow {
     pub size: String,
     /// Mean frame length (bytes in the mbuf).
     pub mean_bytes: f64,
+    /// The generator's send attempts per second (with the DUT refusing, far above what it
+    /// can take).
     pub offered_mpps: f64,
+    /// What the DUT's port took from the generator.
+    pub sent_mpps: f64,
+    /// Share of the attempts the DUT's port refused (back-pressure).
+    pub refused_share: f64,
+    /// Frames the DUT took and never returned.
+    pub dut_lost: u64,
+    /// The DUT's own drop counters over the trial (`None`: not read).
+    pub dut_drops: Option<std::collections::BTreeMap<String, u64>>,
+    /// The host's mode around the trial.
+    pub host: vnic_bench::gen::HostProbe,
     pub mrr_mpps: f64,
     /// Gbit/s on a wire (frames + 24 bytes of FCS, preamble and gap).
     pub gbps: f64,
@@ -590,18 +651,27 @@ fn measure(
         progress(&format!("MRR {label}"));
         let m = dut.mark()?;
         let r = trial(gen, dut, 0, plan.mrr_seconds, sizes, false)?;
-        let (cpp, idle) = dut.cost(m)?;
+        let cost = dut.cost(m)?;
         let mean = sizes.iter().map(|&s| s as f64).sum::<f64>() / sizes.len() as f64;
         mrr_of.insert(label.clone(), r.clone());
         out.mrr.push(MrrRow {
             size: label.clone(),
             mean_bytes: mean,
             offered_mpps: r.tx_fps / 1e6,
+            sent_mpps: r.sent_fps / 1e6,
+            refused_share: if r.offered > 0 {
+                r.refused as f64 / r.offered as f64
+            } else {
+                0.0
+            },
+            dut_lost: r.dut_lost,
+            dut_drops: cost.drops,
+            host: r.host,
             mrr_mpps: r.rx_fps / 1e6,
             gbps: r.rx_fps * (mean + 24.0) * 8.0 / 1e9,
             loss_ratio: r.loss_ratio,
-            cycles_per_packet: cpp,
-            idle_share: idle,
+            cycles_per_packet: cost.cycles_per_packet,
+            idle_share: cost.idle_share,
         });
     }
     for label in &plan.search_sizes {
@@ -609,8 +679,8 @@ fn measure(
             continue;
         };
         let Some(m) = mrr_of.get(label) else { continue };
-        // Never ask for more than the generator managed at full speed.
-        let max = m.tx_fps.min(m.rx_fps * 1.1).max(1000.0);
+        // Never ask for more than the DUT took at full speed.
+        let max = m.sent_fps.min(m.rx_fps * 1.1).max(1000.0);
         let o = SearchOpts {
             max_rate: max,
             precision: plan.precision,

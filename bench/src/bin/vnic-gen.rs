@@ -10,7 +10,9 @@
 //! - `{"op":"trial","id":N,"rate":FPS,"seconds":S,"warmup":W,"sizes":[64],"latency":true}`:
 //!   send at `rate` frames/s in total (0 = as fast as possible, for MRR) for `warmup` seconds
 //!   (not counted), then for `seconds` (counted), then wait for frames in flight. Reply:
-//!   offered, refused (by the device), received, lost, loss ratio, achieved rates and, with
+//!   offered (send attempts), refused (by the device: the DUT's back-pressure), sent (what the
+//!   device took), received, lost, loss ratio, achieved rates, the host's mode (a calibration
+//!   run just before the trial and the CPU time the hypervisor stole during it) and, with
 //!   `latency`, the round-trip percentiles and a CDF.
 //! - `{"op":"quit"}` (or end of input, or SIGINT): stop the ports and exit.
 //!
@@ -108,23 +110,45 @@ struct PortResult {
     max_gap_us: f64,
 }
 
+/// What mode the host was in around a trial: this machine swings 2–3× between a fast and a slow
+/// mode, and a ratio between two DUTs means something only if both ran in the same one.
+#[derive(Debug, Serialize, Default, Clone)]
+struct HostProbe {
+    /// ns per step of a dependent multiply-xor chain on the generator's CPU, just before the
+    /// trial (the core's speed: it grows when the host is slow or busy).
+    chain_ns: f64,
+    /// GB/s copying a 4 MiB buffer, just before the trial (memory bandwidth).
+    copy_gbps: f64,
+    /// Share of all CPUs' time the hypervisor stole during the trial (`/proc/stat` steal).
+    steal_share: f64,
+}
+
 #[derive(Debug, Serialize, Default)]
 struct TrialResult {
     id: u32,
     rate: u64,
     seconds: f64,
+    /// Send attempts (frames built and handed to the port).
     offered: u64,
+    /// Attempts the port refused (its ring full: the DUT's back-pressure).
     refused: u64,
+    /// Frames the port took: `offered - refused`, what really went to the DUT.
+    sent: u64,
     received: u64,
+    /// `offered - received`: refused plus lost in the DUT.
     lost: u64,
+    /// `sent - received`: frames the DUT took and never returned.
+    dut_lost: u64,
     loss_ratio: f64,
     tx_fps: f64,
+    sent_fps: f64,
     rx_fps: f64,
     /// The generator could not keep the offered rate (its own CPU was short).
     gen_limited: bool,
     latency: Option<Latency>,
     /// Per port, in `--port` order.
     ports: Vec<PortResult>,
+    host: HostProbe,
     error: Option<String>,
 }
 
@@ -149,6 +173,47 @@ struct Gen {
     /// The port each rx queue belongs to.
     rx_port: Vec<usize>,
     dst: Vec<[u8; 6]>,
+    /// Buffers of the host probe's copy (allocated once).
+    copy: (Vec<u8>, Vec<u8>),
+}
+
+/// Bytes of the host probe's copy buffers: beyond L2, within a typical L3.
+const COPY_BYTES: usize = 4 << 20;
+
+/// Time the host-probe calibration: a dependent chain (core speed) and a buffer copy (memory).
+fn probe(copy: &mut (Vec<u8>, Vec<u8>)) -> (f64, f64) {
+    const STEPS: u64 = 1 << 20;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let t = Instant::now();
+    for i in 0..STEPS {
+        x = std::hint::black_box(x.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(i) ^ (x >> 29));
+    }
+    let chain_ns = t.elapsed().as_nanos() as f64 / STEPS as f64;
+    std::hint::black_box(x);
+    let (src, dst) = copy;
+    // Once untimed so both buffers are faulted in and warm.
+    dst.copy_from_slice(src);
+    let t = Instant::now();
+    for i in 0..4u8 {
+        src[0] = i;
+        dst.copy_from_slice(std::hint::black_box(&src[..]));
+    }
+    let copy_gbps = 4.0 * COPY_BYTES as f64 / t.elapsed().as_nanos().max(1) as f64;
+    std::hint::black_box(&dst[0]);
+    (chain_ns, copy_gbps)
+}
+
+/// (steal, total) ticks summed over all CPUs, from `/proc/stat`'s `cpu` line.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    Some((*v.get(7)?, v.iter().take(8).sum()))
 }
 
 fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -204,6 +269,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     .unwrap_or([0x02, 0, 0, 0, 0, p as u8 + 1])
             })
             .collect(),
+        copy: (vec![1u8; COPY_BYTES], vec![0u8; COPY_BYTES]),
     };
     if !a.dst.is_empty() && a.dst.len() != a.ports.len() {
         return Err(format!(
@@ -480,7 +546,7 @@ fn receive(
 }
 
 fn trial(
-    g: &Gen,
+    g: &mut Gen,
     id: u32,
     rate: u64,
     seconds: f64,
@@ -505,14 +571,22 @@ fn trial(
         port: vec![(0, 0, 0, 0); g.txq.len()],
     };
     discard(g);
+    // Before the warm-up: the DUT is idle then, so the probe measures the host, not the load.
+    let (chain_ns, copy_gbps) = probe(&mut g.copy);
+    let g: &Gen = g;
     if warmup > 0.0 {
         phase(g, 0, id, rate, warmup, sizes, &mut None, &mut c);
         c.behind = 0;
         c.port.iter_mut().for_each(|p| *p = (0, 0, 0, 0));
     }
+    let ticks0 = cpu_ticks();
     let t = Instant::now();
     phase(g, id, id, rate, seconds, sizes, &mut lat, &mut c);
     let elapsed = t.elapsed().as_secs_f64();
+    let steal_share = match (ticks0, cpu_ticks()) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => (s1 - s0) as f64 / (t1 - t0) as f64,
+        _ => 0.0,
+    };
     // Frames in flight: wait until none of this trial has come back for 50 ms (at most 1 s).
     let mut b = Burst::default();
     let ns_per_tick = 1e9 / g.hz;
@@ -536,6 +610,7 @@ fn trial(
         });
     }
     let lost = c.offered - c.received;
+    let sent = c.offered - c.refused;
     let latency = lat.filter(|h| !h.is_empty()).map(|h| {
         let us = |v: u64| v as f64 / 1e3;
         let mut cdf: Vec<(f64, f64)> = (0..100)
@@ -561,14 +636,17 @@ fn trial(
         seconds: elapsed,
         offered: c.offered,
         refused: c.refused,
+        sent,
         received: c.received,
         lost,
+        dut_lost: sent.saturating_sub(c.received),
         loss_ratio: if c.offered > 0 {
             lost as f64 / c.offered as f64
         } else {
             0.0
         },
         tx_fps: c.offered as f64 / elapsed,
+        sent_fps: sent as f64 / elapsed,
         rx_fps: c.received as f64 / elapsed,
         gen_limited: rate > 0
             && (c.behind > 0 || (c.offered as f64) < 0.99 * rate as f64 * elapsed),
@@ -583,6 +661,11 @@ fn trial(
                 max_gap_us: gap as f64 / g.hz * 1e6,
             })
             .collect(),
+        host: HostProbe {
+            chain_ns,
+            copy_gbps,
+            steal_share,
+        },
         error: None,
     })
 }
