@@ -31,6 +31,8 @@ fn core_counts(s: CoreStats) -> CoreCounts {
         busy_cycles: s.busy_cycles,
         idle_cycles: s.idle_cycles,
         table_swaps: s.table_swaps,
+        yields: s.yields,
+        sleeps: s.sleeps,
     }
 }
 

@@ -105,6 +105,10 @@ pub struct CoreCounters {
     pub idle_cycles: AtomicU64,
     /// Forwarding tables adopted.
     pub table_swaps: AtomicU64,
+    /// Idle back-off: CPU offered to whoever shares it (`sched_yield`).
+    pub yields: AtomicU64,
+    /// Idle back-off: sleeps (only after nothing moved for a while).
+    pub sleeps: AtomicU64,
 }
 
 /// Plain snapshot of [`CoreCounters`].
@@ -117,6 +121,8 @@ pub struct CoreStats {
     pub busy_cycles: u64,
     pub idle_cycles: u64,
     pub table_swaps: u64,
+    pub yields: u64,
+    pub sleeps: u64,
 }
 
 impl CoreCounters {
@@ -130,9 +136,12 @@ impl CoreCounters {
             busy_cycles: self.busy_cycles.load(Relaxed),
             idle_cycles: self.idle_cycles.load(Relaxed),
             table_swaps: self.table_swaps.load(Relaxed),
+            yields: self.yields.load(Relaxed),
+            sleeps: self.sleeps.load(Relaxed),
         }
     }
 }
 
 const _: () = assert!(std::mem::size_of::<VnicCounters>() == 64);
-const _: () = assert!(std::mem::size_of::<CoreCounters>() == 64);
+// Two lines: the back-off counters are written only by a core that backs off.
+const _: () = assert!(std::mem::size_of::<CoreCounters>() == 128);

@@ -22,9 +22,6 @@ pub struct ClientRings {
     _from_client: Arc<Ring>,
     /// Capacity of `to_client` (fixed at creation; never derived from live counts).
     pub(crate) to_client_cap: u32,
-    /// Frames waiting in `to_client` from which the client counts as far behind (a quarter of
-    /// the ring, at least two bursts).
-    pub(crate) far_behind: u32,
 }
 
 impl ClientRings {
@@ -35,7 +32,6 @@ impl ClientRings {
             to_client_raw: to_client.as_ptr(),
             from_client_raw: from_client.as_ptr(),
             to_client_cap: cap,
-            far_behind: (cap / 4).max(2 * crate::mbuf::BURST as u32),
             _to_client: to_client,
             _from_client: from_client,
         }

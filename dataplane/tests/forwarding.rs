@@ -386,3 +386,46 @@ fn a_client_killed_mid_move_leaves_every_mbuf_recoverable() {
 fn rx_ptr(r: &Ring) -> *mut dpdk_sys::rte_ring {
     r.raw_ptr()
 }
+
+/// The idle back-off of a core that shares its CPU: while its client has frames waiting it
+/// offers the CPU at every pass and never sleeps (a sleep would be the frames' latency); once
+/// nothing has moved for `SLEEP_AFTER_US` it sleeps.
+#[test]
+fn a_backing_off_core_yields_while_its_client_has_frames_waiting_and_sleeps_only_when_quiet() {
+    let f = fixture(1024, 8191);
+    wait_until("a quiet core to sleep", Duration::from_secs(5), || {
+        f.worker.core_stats().sleeps > 0
+    });
+    inject(&f, 0..10, 100);
+    wait_until(
+        "10 frames in the client's ring",
+        Duration::from_secs(5),
+        || f.to_client.count() == 10,
+    );
+    let s0 = f.worker.core_stats();
+    wait_until("1000 yields", Duration::from_secs(10), || {
+        f.worker.core_stats().yields >= s0.yields + 1000
+    });
+    let s1 = f.worker.core_stats();
+    assert_eq!(
+        s1.sleeps, s0.sleeps,
+        "the core slept while its client had frames waiting"
+    );
+    // The client takes them: they leave on the wire, and the quiet core sleeps again.
+    assert_eq!(reflect_some(&f), 10);
+    let mut out = Vec::new();
+    wait_until("10 frames on the wire", Duration::from_secs(5), || {
+        collect_wire(&f, &mut out);
+        out.len() == 10
+    });
+    assert_eq!(
+        out.iter().map(|d| seq_of(d)).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    wait_until(
+        "the quiet core to sleep again",
+        Duration::from_secs(5),
+        || f.worker.core_stats().sleeps > s1.sleeps,
+    );
+    wait_until("pool full", Duration::from_secs(5), || f.pool.is_full());
+}

@@ -154,6 +154,12 @@ pub struct CoreCounts {
     pub busy_cycles: u64,
     pub idle_cycles: u64,
     pub table_swaps: u64,
+    /// Idle back-off: times the core offered its CPU (`sched_yield`).
+    #[serde(default)]
+    pub yields: u64,
+    /// Idle back-off: sleeps (only once nothing moved for 1 ms).
+    #[serde(default)]
+    pub sleeps: u64,
 }
 
 impl CoreCounts {
