@@ -77,7 +77,17 @@ pub struct DeviceHealth {
     down: CachePadded<Down>,
     watch: CachePadded<Watch>,
     removed: AtomicBool,
+    /// TSC ticks between two refused bursts after which they belong to different runs (see
+    /// [`STALE_RUN_MS`]); set at creation, read-only after.
+    stale_gap: u64,
 }
+
+/// Two refused bursts more than this apart are not one stall: the data core retries a refused
+/// burst at every pass (µs apart), so a longer gap means it had nothing for the device in
+/// between (standby, a quiet client, traffic on another device). Without it a refusal left
+/// from start-up or from an earlier switch made the next single refused burst, seconds later,
+/// look like a stall as long as all that time, and a healthy device was failed.
+pub const STALE_RUN_MS: u64 = 10;
 
 /// A copy of a device's flag, for the control thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,6 +126,7 @@ impl DeviceHealth {
             down: CachePadded::new(Down::default()),
             watch: CachePadded::new(Watch::default()),
             removed: AtomicBool::new(false),
+            stale_gap: crate::eal::tsc_hz() * STALE_RUN_MS / 1000,
         })
     }
     /// The device's port.
@@ -176,8 +187,9 @@ impl DeviceHealth {
                 self.watch.refusing_since.store(0, Ordering::Relaxed);
             }
         } else if n > 0 {
+            let last = self.watch.last_refused.load(Ordering::Relaxed);
             self.watch.last_refused.store(now, Ordering::Relaxed);
-            if since == 0 {
+            if since == 0 || now.wrapping_sub(last) > self.stale_gap {
                 self.watch
                     .refusing_since
                     .store(now.max(1), Ordering::Relaxed);
@@ -258,5 +270,51 @@ impl Backup {
     /// Transmit on `tx` (its device's flag `health`) when the active device is down.
     pub fn new(tx: crate::port::TxQueue, health: Arc<DeviceHealth>) -> Self {
         Backup { tx, health }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(stale_gap: u64) -> DeviceHealth {
+        DeviceHealth {
+            port: PortId(0),
+            down: CachePadded::new(Down::default()),
+            watch: CachePadded::new(Watch::default()),
+            removed: AtomicBool::new(false),
+            stale_gap,
+        }
+    }
+
+    #[test]
+    fn a_refusal_long_ago_does_not_make_a_later_one_a_stall() {
+        // Window 100 ticks, runs broken by gaps over 1000.
+        let h = health(1000);
+        h.note_tx(32, 0, 10, 100);
+        // 4990 ticks later, one refused burst: a new run, not a stall of 4990.
+        h.note_tx(32, 0, 5000, 100);
+        assert!(!h.is_down());
+        assert_eq!(h.snapshot().refusing_since, 5000);
+        h.note_tx(32, 0, 5050, 100);
+        assert!(!h.is_down(), "50 ticks of refusals is inside the window");
+        assert_eq!(h.snapshot().refused_for(), 50);
+        h.note_tx(32, 0, 5101, 100);
+        assert!(
+            h.is_down(),
+            "101 ticks of refusals without a gap is a stall"
+        );
+        assert_eq!(h.snapshot().by, Some(Detector::DataCore));
+    }
+
+    #[test]
+    fn an_accepted_burst_ends_a_run() {
+        let h = health(1000);
+        h.note_tx(32, 0, 10, 100);
+        h.note_tx(32, 5, 60, 100);
+        h.note_tx(32, 0, 120, 100);
+        h.note_tx(32, 0, 200, 100);
+        assert!(!h.is_down());
+        assert_eq!(h.snapshot().refused_for(), 80);
     }
 }
