@@ -116,7 +116,10 @@ fn client(vdev: String) -> Testpmd {
 /// N frames through the vNIC and back: exactly N received, none lost.
 fn exact_round_trip(g: &mut Gen) -> u64 {
     let r = g.trial(20_000, 0.5, 0.1, &[64, 570, 1518], false).unwrap();
-    assert!(r.offered >= 9_900, "{r:?}");
+    // The exactness is received == offered. How many were offered depends on the host: in a
+    // stall of the generator's CPU it drops its backlog rather than burst to catch up (a 20 ms
+    // stall cost 372 of the 10 000 once), so only a floor that a working path always clears.
+    assert!(r.offered >= 5_000, "{r:?}");
     assert_eq!((r.received, r.lost, r.refused), (r.offered, 0, 0), "{r:?}");
     r.offered
 }
