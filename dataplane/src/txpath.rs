@@ -31,6 +31,9 @@ fn rerouted<'a>(
     ev: &Events,
     now: u64,
 ) -> (TxQueue, Option<&'a DeviceHealth>) {
+    // A fresh stamp (this path is cold): `now` is the end of the previous pass, which can
+    // precede the moment the device was marked down, and the reroute would seem to come first.
+    let now = crate::eal::rdtsc().max(now);
     if h.note_rerouted(now, 0) {
         ev.push(DpEvent::Rerouted {
             from: h.port(),
