@@ -90,6 +90,16 @@ impl TestpmdOpts {
     }
 }
 
+/// The value after `key` in one of testpmd's output lines (`RX-packets: 123  RX-dropped: 0`).
+fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
+    let i = line.find(key)?;
+    line[i + key.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// What testpmd's `stop` prints for the period since `start`, summed over its ports.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ForwardStats {
@@ -283,10 +293,7 @@ impl Testpmd {
             if p >= out.len() {
                 continue;
             }
-            let num = |key: &str| -> Option<u64> {
-                let i = l.find(key)?;
-                l[i + key.len()..].split_whitespace().next()?.parse().ok()
-            };
+            let num = |key: &str| field::<u64>(&l, key);
             if let Some(v) = num("RX-packets:") {
                 out[p].rx_packets = v;
             }
@@ -325,19 +332,15 @@ impl Testpmd {
             if l.contains("Accumulated forward statistics") {
                 accumulated = true;
             }
-            let num = |key: &str| -> Option<f64> {
-                let i = l.find(key)?;
-                l[i + key.len()..].split_whitespace().next()?.parse().ok()
-            };
             if accumulated {
-                if let Some(v) = num("RX-dropped:") {
-                    s.rx_dropped = v as u64;
+                if let Some(v) = field(&l, "RX-dropped:") {
+                    s.rx_dropped = v;
                 }
-                if let Some(v) = num("TX-dropped:") {
-                    s.tx_dropped = v as u64;
+                if let Some(v) = field(&l, "TX-dropped:") {
+                    s.tx_dropped = v;
                 }
             }
-            if let Some(v) = num("CPU cycles/packet=") {
+            if let Some(v) = field(&l, "CPU cycles/packet=") {
                 s.cycles_per_packet = Some(v);
             }
             if l.trim() == "Done." {

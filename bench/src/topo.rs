@@ -151,11 +151,14 @@ pub struct Dut {
     admin: PathBuf,
 }
 
+/// A DUT's drop counters by its own names for them.
+pub type Drops = std::collections::BTreeMap<String, u64>;
+
 /// Cost and drop counters snapshot taken before a trial.
 pub enum Mark {
     Vnicd(serde_json::Value),
     Testpmd,
-    Ovs(std::collections::BTreeMap<String, u64>),
+    Ovs(Drops),
     Other,
 }
 
@@ -165,12 +168,12 @@ pub struct DutCost {
     pub cycles_per_packet: Option<f64>,
     pub idle_share: Option<f64>,
     /// The DUT's own drop counters over the trial, by its names for them (`None`: not read).
-    pub drops: Option<std::collections::BTreeMap<String, u64>>,
+    pub drops: Option<Drops>,
 }
 
 /// vnicd's drop counters summed over vNICs.
-fn vnicd_drops(st: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
-    let mut m = std::collections::BTreeMap::new();
+fn vnicd_drops(st: &serde_json::Value) -> Drops {
+    let mut m = Drops::new();
     for v in st["vnics"].as_array().into_iter().flatten() {
         for k in ["rx_drops", "tx_drops", "client_drops", "spoof_drops"] {
             *m.entry(k.to_string()).or_default() += v[k].as_u64().unwrap_or(0);
@@ -180,10 +183,7 @@ fn vnicd_drops(st: &serde_json::Value) -> std::collections::BTreeMap<String, u64
 }
 
 /// `b - a` per counter.
-fn delta(
-    a: &std::collections::BTreeMap<String, u64>,
-    b: std::collections::BTreeMap<String, u64>,
-) -> std::collections::BTreeMap<String, u64> {
+fn delta(a: &Drops, b: Drops) -> Drops {
     b.into_iter()
         .map(|(k, v)| {
             let d = v.saturating_sub(a.get(&k).copied().unwrap_or(0));
@@ -372,7 +372,7 @@ impl Dut {
             return Ok(DutCost {
                 cycles_per_packet: f.cycles_per_packet,
                 idle_share: None,
-                drops: Some(std::collections::BTreeMap::from([
+                drops: Some(Drops::from([
                     ("rx_dropped".to_string(), f.rx_dropped),
                     ("tx_dropped".to_string(), f.tx_dropped),
                 ])),
@@ -432,7 +432,7 @@ pub struct MrrRow {
     /// Frames the DUT took and never returned.
     pub dut_lost: u64,
     /// The DUT's own drop counters over the trial (`None`: not read).
-    pub dut_drops: Option<std::collections::BTreeMap<String, u64>>,
+    pub dut_drops: Option<Drops>,
     /// The host's mode around the trial.
     pub host: vnic_bench::gen::HostProbe,
     pub mrr_mpps: f64,

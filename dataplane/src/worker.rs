@@ -19,10 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Idle back-off, so a poller can share a CPU: after `spin` empty loops it yields the CPU
-/// (`sched_yield`: whoever shares it, a client say, runs at once) at every empty loop, and once
-/// nothing has moved for [`SLEEP_AFTER_US`] it sleeps 1, 2, 4 … up to `max_sleep_us` µs per
-/// empty loop. `max_sleep_us == 0` disables it (production default).
+/// Idle back-off, so a poller can share a CPU: it yields the CPU (`sched_yield`: whoever shares
+/// it, a client say, runs at once) at every pass in which a client has frames waiting and at
+/// every empty loop after `spin` of them, and once nothing has moved for 1 ms
+/// (`SLEEP_AFTER_US`) it sleeps 1, 2, 4 … up to `max_sleep_us` µs per empty loop.
+/// `max_sleep_us == 0` disables it (production default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdleBackoff {
     pub spin: u32,
@@ -405,9 +406,7 @@ fn rx_vhost(
     // SAFETY: the gate is open, so the device and its memory are mapped until this pass ends
     // (destroy_device waits for it); this core is the vring's only user.
     let room = unsafe { dpdk_sys::rte_vhost_avail_entries(v.vid, v.to_guest) } as usize;
-    if room < crate::mbuf::BURST {
-        *behind = true;
-    }
+    *behind |= room < crate::mbuf::BURST;
     if room == 0 {
         return 0;
     }
@@ -448,12 +447,8 @@ fn rx_one(q: &ClientRings, rx: RxQueue, c: &VnicCounters, b: &mut Burst, behind:
     // yields to them. This core is the ring's only producer, so the room can only grow.
     // SAFETY: the ring is live (kept alive by the table); the count is a read-only snapshot.
     let room = unsafe { crate::spsc::free_count(q.to_client_raw) } as usize;
-    // The capacity is fixed at creation and free_count() never exceeds it; saturate anyway so
-    // that no ring state can make the hot loop's arithmetic wrap.
-    let waiting = (q.to_client_cap as usize).saturating_sub(room);
-    if waiting > 0 {
-        *behind = true;
-    }
+    // Less room than the ring holds: frames wait for the client.
+    *behind |= room < q.to_client_cap as usize;
     if room == 0 {
         return 0;
     }
@@ -521,7 +516,7 @@ fn idle_sleep(c: &CoreCounters, us: u32) {
 /// yields. A frame arriving during a sleep waits out the rest of it (p50 25 µs at 20–50 kpps
 /// with a 50 µs ceiling), while yielding costs nothing that the clients sharing the CPU would
 /// not spin away anyway; a sleep only pays off when the vNICs are really quiet.
-pub const SLEEP_AFTER_US: u64 = 1000;
+const SLEEP_AFTER_US: u64 = 1000;
 
 fn run(s: &Shared) {
     if s.idle.max_sleep_us > 0 {
@@ -586,14 +581,17 @@ fn run(s: &Shared) {
             bump(&s.core.packets, moved);
             bump(&s.core.bursts, bursts);
             bump(&s.core.busy_cycles, now.wrapping_sub(last));
-            idle_streak = 0;
-            sleep_us = 1;
-            last_busy = now;
         } else {
             bump(&s.core.idle_cycles, now.wrapping_sub(last));
-            idle_streak = idle_streak.saturating_add(1);
         }
         if s.idle.max_sleep_us > 0 {
+            if moved > 0 {
+                idle_streak = 0;
+                sleep_us = 1;
+                last_busy = now;
+            } else {
+                idle_streak = idle_streak.saturating_add(1);
+            }
             if behind {
                 // A core that backs off shares its CPU (with its clients, on small hosts): a
                 // client with frames waiting may be waiting for this CPU, so offer it at the

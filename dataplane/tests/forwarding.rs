@@ -389,7 +389,7 @@ fn rx_ptr(r: &Ring) -> *mut dpdk_sys::rte_ring {
 
 /// The idle back-off of a core that shares its CPU: while its client has frames waiting it
 /// offers the CPU at every pass and never sleeps (a sleep would be the frames' latency); once
-/// nothing has moved for `SLEEP_AFTER_US` it sleeps.
+/// nothing has moved for 1 ms it sleeps.
 #[test]
 fn a_backing_off_core_yields_while_its_client_has_frames_waiting_and_sleeps_only_when_quiet() {
     let f = fixture(1024, 8191);

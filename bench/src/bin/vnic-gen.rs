@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vnic_bench::gen::HostProbe;
 use vnic_dataplane::eal::{self, Eal, EalOptions, Memory};
 use vnic_dataplane::{Burst, Mempool, Port, PortConfig, RxQueue, TxQueue, BURST};
 
@@ -108,19 +109,6 @@ struct PortResult {
     /// Longest time between two frames of the trial coming back on this port (the outage a
     /// move or a failover caused), µs.
     max_gap_us: f64,
-}
-
-/// What mode the host was in around a trial: this machine swings 2–3× between a fast and a slow
-/// mode, and a ratio between two DUTs means something only if both ran in the same one.
-#[derive(Debug, Serialize, Default, Clone)]
-struct HostProbe {
-    /// ns per step of a dependent multiply-xor chain on the generator's CPU, just before the
-    /// trial (the core's speed: it grows when the host is slow or busy).
-    chain_ns: f64,
-    /// GB/s copying a 4 MiB buffer, just before the trial (memory bandwidth).
-    copy_gbps: f64,
-    /// Share of all CPUs' time the hypervisor stole during the trial (`/proc/stat` steal).
-    steal_share: f64,
 }
 
 #[derive(Debug, Serialize, Default)]
