@@ -138,13 +138,29 @@ pub(crate) fn goals(
         ));
     }
     if let Some(rows) = failover_json["summary"].as_array() {
-        if let Some(m) = rows.iter().find(|r| {
-            r["kind"] == "unplanned (peer killed)" && r["metric"] == "outage ms (lost / rate)"
-        }) {
+        for kind in ["unplanned (link down)", "unplanned (peer killed)"] {
+            let Some(m) = rows
+                .iter()
+                .find(|r| r["kind"] == kind && r["metric"] == "outage ms (lost / rate)")
+            else {
+                continue;
+            };
             let med = m["median"].as_f64().unwrap_or(f64::NAN);
+            let p99 = m["p99"].as_f64().unwrap_or(f64::NAN);
             goals.push(format!(
-                "failover outage (unplanned) median {med:.2} ms: goal < 1 ms {}",
-                if med < 1.0 { "met" } else { "NOT met" }
+                "failover outage, {kind}: median {med:.2} ms (goal < 1 ms {}), p99 {p99:.2} ms (goal < 5 ms {})",
+                if med < 1.0 { "met" } else { "NOT met" },
+                if p99 < 5.0 { "met" } else { "NOT met" }
+            ));
+        }
+        if let Some(m) = rows
+            .iter()
+            .find(|r| r["kind"] == "planned" && r["metric"] == "frames lost")
+        {
+            let max = m["max"].as_f64().unwrap_or(f64::NAN);
+            goals.push(format!(
+                "planned failover: at most {max:.0} frames lost in a trial (goal 0 in every trial {})",
+                if max == 0.0 { "met" } else { "NOT met" }
             ));
         }
     }

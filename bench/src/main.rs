@@ -337,7 +337,7 @@ fn run(args: Args) -> Res<()> {
     for s in &set {
         total += match s {
             Scenario::Scale => scale_counts.len() as f64 * scale_reps as f64 * (seconds + 2.0),
-            Scenario::Failover => failover_reps as f64 * 2.0 * 4.0,
+            Scenario::Failover => failover_reps as f64 * 3.0 * 4.0,
             Scenario::Reload => 8.0 + reloads as f64 * 0.05,
             Scenario::Client => rounds as f64 * 2.0 * (seconds + 3.0),
             Scenario::Attach => 5.0,
@@ -468,14 +468,14 @@ fn run(args: Args) -> Res<()> {
             let rate = 100_000;
             let mut t = Vec::new();
             for r in 0..reps {
-                for planned in [false, true] {
+                for fault in failbench::Fault::ALL {
                     check_stop()?;
-                    prog.step(&format!("failover {}/{reps} {}", r + 1, if planned { "planned" } else { "unplanned" }), 4.0);
-                    let x = failbench::trial(&env.vnicd, &env.dir, planned, rate)?;
+                    prog.step(&format!("failover {}/{reps} {}", r + 1, fault.label()), 4.0);
+                    let x = failbench::trial(&env.vnicd, &env.dir, fault, rate, t.len())?;
                     prog.line(&format!(
-                        "failover {:>2} {:<9} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us, vnicd drops rx {} tx {}, seen by {}, kill->down {} us, ->reroute {} us, ->first frame {} us",
+                        "failover {:>2} {:<23} lost {:>5} of {:>7} ({:.2} ms), detection {} us, switch {} us, vnicd drops rx {} tx {}, seen by {}, fault->down {} us, ->reroute {} us, ->first frame {} us, false failovers before the fault {}",
                         r + 1,
-                        if planned { "planned" } else { "unplanned" },
+                        fault.label(),
                         x.lost,
                         x.sent,
                         x.outage_ms,
@@ -484,9 +484,10 @@ fn run(args: Args) -> Res<()> {
                         x.vnicd_rx_drops,
                         x.vnicd_tx_drops,
                         x.detected_by.as_deref().unwrap_or("-"),
-                        x.kill_to_down_us.map(|v| v.to_string()).unwrap_or("-".into()),
+                        x.fault_to_down_us.map(|v| v.to_string()).unwrap_or("-".into()),
                         x.reroute_us.map(|v| v.to_string()).unwrap_or("-".into()),
-                        x.first_frame_us.map(|v| v.to_string()).unwrap_or("-".into())
+                        x.first_frame_us.map(|v| v.to_string()).unwrap_or("-".into()),
+                        x.false_failovers
                     ));
                     t.push(x);
                 }
@@ -499,16 +500,17 @@ fn run(args: Args) -> Res<()> {
             out!(md, "");
             out!(md, "| failover at {rate} frames/s, {reps} each | metric | median | p99 | max |");
             out!(md, "|---|---|---:|---:|---:|");
-            for planned in [false, true] {
-                let sel: Vec<&failbench::FailTrial> = t.iter().filter(|x| x.planned == planned).collect();
-                let kind = if planned { "planned" } else { "unplanned (peer killed)" };
+            for fault in failbench::Fault::ALL {
+                let sel: Vec<&failbench::FailTrial> = t.iter().filter(|x| x.fault == fault).collect();
+                let kind = fault.label();
                 for (metric, mut v) in [
                     ("outage ms (lost / rate)", sel.iter().map(|x| x.outage_ms).collect::<Vec<f64>>()),
                     ("frames lost", sel.iter().map(|x| x.lost as f64).collect()),
                     ("detection µs", sel.iter().map(|x| x.detection_us as f64).collect()),
                     ("switch µs", sel.iter().map(|x| x.switch_us as f64).collect()),
-                    ("kill → marked down µs", sel.iter().filter_map(|x| x.kill_to_down_us).map(|v| v as f64).collect()),
+                    ("fault → marked down µs", sel.iter().filter_map(|x| x.fault_to_down_us).map(|v| v as f64).collect()),
                     ("marked down → first frame on the standby µs", sel.iter().filter_map(|x| x.first_frame_us).map(|v| v as f64).collect()),
+                    ("false failovers before the fault (trial rerun)", sel.iter().map(|x| x.false_failovers as f64).collect()),
                 ] {
                     if v.is_empty() {
                         continue;
