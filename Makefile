@@ -4,8 +4,11 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # dpdk-testpmd ships in dpdk-dev; libdpdk-dev brings headers and libdpdk.pc.
 APT_PKGS := dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config
-# The VM test's QEMU and the busybox its guest initramfs is made of (deploy/guest/build.sh).
-VM_PKGS := qemu-system-x86 busybox-static
+# The VM test's QEMU and the busybox its guest initramfs is made of (deploy/guest/build.sh);
+# Prometheus and promtool for the metrics test, systemd-analyze and systemd-tmpfiles for the
+# unit-file test (Debian's policy-rc.d here keeps the prometheus package's own service stopped;
+# the test runs a private one).
+VM_PKGS := qemu-system-x86 busybox-static prometheus systemd
 
 .PHONY: all deps bench-deps hugepages build demo test bench bench-quick fuzz fmt clippy clean
 

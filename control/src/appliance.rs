@@ -245,6 +245,8 @@ pub struct Appliance {
     pub(crate) departed: Vec<crate::mobility::Departed>,
     /// vNICs that moved here (in the running config, not in the file; reloads keep them).
     pub(crate) adopted: Vec<String>,
+    /// Event counters for the status and the metrics.
+    pub(crate) tally: vnic_proto::status::Tally,
 }
 
 impl Drop for Appliance {
@@ -270,6 +272,16 @@ impl Appliance {
 
     /// Carry out one command: the one way frontends change the model.
     pub fn apply(&mut self, cmd: Command) -> Result<Outcome, CommandError> {
+        let out = self.carry_out(cmd)?;
+        match out {
+            Outcome::Attached(_) | Outcome::Connected { .. } => self.tally.attaches += 1,
+            Outcome::Detached { .. } => self.tally.detaches += 1,
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    fn carry_out(&mut self, cmd: Command) -> Result<Outcome, CommandError> {
         Ok(match cmd {
             Command::Attach { vnic, req, owner } => {
                 Outcome::Attached(self.attach(&vnic, req, owner)?)
@@ -383,6 +395,7 @@ impl Appliance {
             migrations: VecDeque::new(),
             departed: Vec::new(),
             adopted: Vec::new(),
+            tally: Default::default(),
         };
         app.bring_up(opts)?;
         Ok(app)

@@ -16,11 +16,13 @@ pub mod eal_options;
 pub mod frontend;
 mod health;
 pub mod mainloop;
+pub mod metrics;
 pub mod mobility;
 mod publish;
 pub mod reload;
 #[cfg(feature = "testing")]
 pub mod runner;
+pub mod service;
 /// The socket frontend under its old name.
 pub use frontend::socket as server;
 pub mod status;

@@ -37,6 +37,11 @@ pub struct MainLoop {
     vhost: crate::frontend::vhost::VhostFrontend,
     memif: crate::frontend::memif::MemifFrontend,
     mobility: crate::frontend::mobility::MobilityFrontend,
+    /// The status as scrapers see it, refreshed every `metrics::PUBLISH_EVERY`.
+    snapshot: crate::metrics::Snapshot,
+    last_publish: Option<Instant>,
+    metrics: Option<crate::metrics::http::MetricsServer>,
+    service: Option<crate::service::Notifier>,
 }
 
 impl MainLoop {
@@ -63,7 +68,53 @@ impl MainLoop {
             vhost: crate::frontend::vhost::VhostFrontend::new(),
             memif: crate::frontend::memif::MemifFrontend::new(),
             mobility: crate::frontend::mobility::MobilityFrontend::new(),
+            snapshot: crate::metrics::Snapshot::default(),
+            last_publish: None,
+            metrics: None,
+            service: None,
         }
+    }
+
+    /// Serve `/metrics` where the config says (nothing when it has no `metrics`).
+    pub fn start_metrics(&mut self) -> Result<Option<String>, String> {
+        let Some(m) = &self.app.config().raw().metrics else {
+            return Ok(None);
+        };
+        let listen = m
+            .parse_listen()
+            .map_err(|e| format!("metrics.listen: {e}"))?;
+        self.publish();
+        let srv = crate::metrics::http::MetricsServer::start(&listen, self.snapshot.clone())?;
+        let shown = srv.listen.clone();
+        self.metrics = Some(srv);
+        Ok(Some(shown))
+    }
+
+    /// Tell the service manager (`NOTIFY_SOCKET`) that vnicd serves, and keep it told: reloads,
+    /// the watchdog, the status line.
+    pub fn notify_ready(&mut self) {
+        self.service = crate::service::Notifier::from_env();
+        let st = self.app.status();
+        if let Some(n) = &mut self.service {
+            n.ready(&st);
+        }
+    }
+
+    /// Tell the service manager that vnicd stops.
+    pub fn notify_stopping(&self) {
+        if let Some(n) = &self.service {
+            n.stopping();
+        }
+    }
+
+    /// The snapshot scrapers read (metrics, telemetry).
+    pub fn snapshot(&self) -> crate::metrics::Snapshot {
+        self.snapshot.clone()
+    }
+
+    fn publish(&mut self) {
+        self.snapshot.publish(self.app.status());
+        self.last_publish = Some(Instant::now());
     }
 
     /// The appliance (status, config).
@@ -101,10 +152,31 @@ impl MainLoop {
         self.server.deliver(&mut self.app, &events);
         self.server.periodic(&mut self.app);
         self.follow_watch();
+        if self.metrics.is_some()
+            && self
+                .last_publish
+                .is_none_or(|t| t.elapsed() >= crate::metrics::PUBLISH_EVERY)
+        {
+            self.publish();
+        }
+        if let Some(n) = &mut self.service {
+            let app = &self.app;
+            n.tick(|| app.status());
+        }
         let source = self.reload_due()?;
+        if let Some(n) = &self.service {
+            n.reloading(source);
+        }
         let result = self.server.reload(&mut self.app, None, source);
         let events = self.app.drain_events();
         self.server.deliver(&mut self.app, &events);
+        if self.metrics.is_some() {
+            self.publish();
+        }
+        let st = self.service.is_some().then(|| self.app.status());
+        if let (Some(n), Some(st)) = (&mut self.service, st) {
+            n.ready(&st);
+        }
         Some(Reloaded { source, result })
     }
 
@@ -141,6 +213,7 @@ impl MainLoop {
 
     /// Close the sockets and hand the appliance back (for its shutdown).
     pub fn into_appliance(self) -> Appliance {
+        drop(self.metrics);
         drop(self.server);
         self.app
     }

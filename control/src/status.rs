@@ -98,6 +98,7 @@ impl Appliance {
                     active_backing: v.active.map(|a| v.backing[a].cfg.name.clone()),
                     link_up: v.active.is_some_and(|a| v.backing[a].usable()),
                     failover_count: v.failovers,
+                    failovers_by_reason: v.failovers_by_reason,
                     auto_priority_failover: v.policy.auto_priority_failover,
                     last_switch: v.last_switch.clone(),
                     flap_suppressed: v.flap_suppressed,
@@ -149,6 +150,7 @@ impl Appliance {
                 .map(|(vnic, to)| MigratedOut { vnic, to })
                 .collect(),
             cores,
+            tally: self.tally,
         }
     }
 }

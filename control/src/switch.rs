@@ -101,6 +101,13 @@ impl Appliance {
         if from.is_some() {
             // The first activation of a vNIC is not a failover.
             v.failovers += 1;
+            let t = &mut v.failovers_by_reason;
+            *match reason {
+                Reason::Failure(_) => &mut t.failure,
+                Reason::FailBack => &mut t.fail_back,
+                Reason::Planned(_) => &mut t.planned,
+                Reason::Recovery => &mut t.recovery,
+            } += 1;
         }
         v.epoch += 1;
         let from_name = from.map(|f| v.backing[f].cfg.name.clone());

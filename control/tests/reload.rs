@@ -292,6 +292,12 @@ fn bad_config_files_are_refused_with_the_field_and_change_nothing() {
         reload(&fx, &j),
         "eal.memory_mb: cannot change while vnicd runs",
     );
+    let mut j = base.clone();
+    j["metrics"] = json!({"listen": "127.0.0.1:9469"});
+    refuse(
+        reload(&fx, &j),
+        "metrics: cannot change while vnicd runs (restart vnicd to change it)",
+    );
     let e = Client::connect(&fx.admin)
         .unwrap()
         .request("RELOAD", json!({"path": "/nonexistent.json"}))
@@ -306,7 +312,16 @@ fn bad_config_files_are_refused_with_the_field_and_change_nothing() {
         .request("CONFIG_SHOW", json!({}))
         .unwrap();
     assert_eq!(show["generation"], 0);
-    assert_eq!(show["history"].as_array().unwrap().len(), 10);
+    assert_eq!(show["history"].as_array().unwrap().len(), 11);
+    // The status (and the metrics) count them.
+    let st = Client::connect(&fx.admin)
+        .unwrap()
+        .request("STATS", json!({}))
+        .unwrap();
+    assert_eq!(
+        st["tally"],
+        json!({"reloads_applied": 0, "reloads_refused": 11, "attaches": 0, "detaches": 0})
+    );
     assert!(show["history"]
         .as_array()
         .unwrap()

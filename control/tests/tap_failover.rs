@@ -70,9 +70,12 @@ fn taking_the_tap_link_down_fails_over_and_bringing_it_up_fails_back() {
         back >= Duration::from_millis(200),
         "fail-back after {back:?}, before the 200 ms hold-down"
     );
+    let v = fx.vnic("vnic0");
+    assert_eq!(v["failover_count"].as_u64().unwrap(), base + 2);
+    // By reason (the metrics' vnicd_vnic_failovers_total{reason}): one failure, one fail-back.
     assert_eq!(
-        fx.vnic("vnic0")["failover_count"].as_u64().unwrap(),
-        base + 2
+        v["failovers_by_reason"],
+        serde_json::json!({"failure": 1, "fail_back": 1, "planned": 0, "recovery": 0})
     );
     fx.finish();
 }

@@ -218,6 +218,9 @@ pub struct VnicStatus {
     /// The vNIC's link: up when a backing device carries it.
     pub link_up: bool,
     pub failover_count: u64,
+    /// The same failovers by kind of reason.
+    #[serde(default)]
+    pub failovers_by_reason: FailoverTally,
     pub auto_priority_failover: bool,
     pub last_switch: Option<SwitchRecord>,
     /// Fail-back wanted but held back by the flap limit.
@@ -231,6 +234,29 @@ pub struct VnicStatus {
     /// Its latest move between appliances, if it had one here (phases with their times).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<crate::mobility::Migration>,
+}
+
+/// Failovers of one vNIC by kind of reason (the first activation is not one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverTally {
+    /// The active device failed.
+    pub failure: u64,
+    /// Back to a better-priority device after its hold-down.
+    pub fail_back: u64,
+    /// `vnicctl failover`, a client's `REQUEST_FAILOVER`.
+    pub planned: u64,
+    /// A device came back to a vNIC that had none.
+    pub recovery: u64,
+}
+
+/// Appliance-wide event counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub reloads_applied: u64,
+    pub reloads_refused: u64,
+    /// Clients attached (any transport) and detached (gone, timed out, or told to).
+    pub attaches: u64,
+    pub detaches: u64,
 }
 
 /// A vNIC of this appliance's config that moved to another appliance (and was released here).
@@ -266,4 +292,6 @@ pub struct Status {
     #[serde(default)]
     pub migrated_out: Vec<MigratedOut>,
     pub cores: Vec<CoreStatus>,
+    #[serde(default)]
+    pub tally: Tally,
 }

@@ -165,6 +165,17 @@ fn main() -> ExitCode {
         .as_ref()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
     let mut main = MainLoop::new(app, server, config_path, hup);
+    match main.start_metrics() {
+        Ok(Some(l)) => eprintln!("vnicd: metrics on {l}/metrics"),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("vnicd: cannot serve metrics: {e}");
+            drop(main.into_appliance().shutdown());
+            return ExitCode::FAILURE;
+        }
+    }
+    // Everything listens: tell the service manager (Type=notify).
+    main.notify_ready();
     let t0 = Instant::now();
     let mut prev = first.clone();
     let mut prev_t = Instant::now();
@@ -213,6 +224,7 @@ fn main() -> ExitCode {
             None => {}
         }
     }
+    main.notify_stopping();
     let app = main.into_appliance();
     let fin = app.status();
     let secs = t0.elapsed().as_secs_f64();

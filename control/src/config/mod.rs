@@ -374,6 +374,40 @@ pub struct RawConfig {
     /// Taking vNICs that move here from another appliance (`vnicctl migrate`).
     #[serde(default, skip_serializing_if = "MobilityConfig::is_default")]
     pub mobility: MobilityConfig,
+    /// Prometheus / OpenMetrics exposition (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Where vnicd serves `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:PORT` (TCP, e.g. `127.0.0.1:9469`) or `unix:/ABSOLUTE/PATH`.
+    pub listen: String,
+}
+
+/// A parsed `metrics.listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl MetricsConfig {
+    /// The listen address, or why it is not one.
+    pub fn parse_listen(&self) -> Result<MetricsListen, String> {
+        let l = self.listen.as_str();
+        if let Some(p) = l.strip_prefix("unix:") {
+            validate::check_socket_path(p).map_err(|m| format!("unix socket {m}"))?;
+            return Ok(MetricsListen::Unix(PathBuf::from(p)));
+        }
+        l.parse().map(MetricsListen::Tcp).map_err(|_| {
+            format!(
+                "{l:?} is neither IP:PORT (e.g. \"127.0.0.1:9469\", \"[::1]:9469\") nor unix:/PATH"
+            )
+        })
+    }
 }
 
 /// What this appliance offers vNICs that move in from another one.

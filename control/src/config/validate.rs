@@ -192,6 +192,23 @@ impl RawConfig {
                 "must differ from control_socket".into(),
             );
         }
+        if let Some(m) = &self.metrics {
+            match m.parse_listen() {
+                Err(msg) => err("metrics.listen".into(), msg),
+                Ok(super::MetricsListen::Unix(p))
+                    if [&self.control_socket, &self.admin_socket].contains(&&p) =>
+                {
+                    err(
+                        "metrics.listen".into(),
+                        format!(
+                            "{:?} is vnicd's own control or admin socket",
+                            p.display().to_string()
+                        ),
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
         if let Err(m) = parse_mode(&self.control_socket_mode) {
             err("control_socket_mode".into(), m);
         }

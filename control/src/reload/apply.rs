@@ -510,6 +510,11 @@ impl Appliance {
     }
 
     pub(crate) fn record(&mut self, r: Reload) {
+        if r.ok {
+            self.tally.reloads_applied += 1;
+        } else {
+            self.tally.reloads_refused += 1;
+        }
         if self.reloads.len() == 64 {
             self.reloads.pop_front();
         }

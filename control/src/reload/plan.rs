@@ -110,6 +110,7 @@ pub fn plan(old: &Config, new: &Config) -> Result<Vec<Step>, ConfigErrors> {
         o.control_socket_gid != n.control_socket_gid,
     );
     immutable(&mut errs, "admin_socket", o.admin_socket != n.admin_socket);
+    immutable(&mut errs, "metrics", o.metrics != n.metrics);
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }

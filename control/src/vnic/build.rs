@@ -209,6 +209,7 @@ pub(crate) fn build_vnic(
         token: None,
         policy: policy(v),
         failovers: 0,
+        failovers_by_reason: Default::default(),
         last_switch: None,
         failbacks: VecDeque::new(),
         flap_suppressed: false,

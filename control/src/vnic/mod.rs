@@ -136,6 +136,7 @@ pub(crate) struct Vnic {
     pub(crate) token: Option<String>,
     pub(crate) policy: Policy,
     pub(crate) failovers: u64,
+    pub(crate) failovers_by_reason: vnic_proto::status::FailoverTally,
     pub(crate) last_switch: Option<SwitchRecord>,
     /// Automatic fail-backs inside the flap window.
     pub(crate) failbacks: VecDeque<Instant>,

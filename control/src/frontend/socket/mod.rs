@@ -4,7 +4,7 @@
 //! appliance needs no lock. Pushes come from the appliance's event queue ([`Server::deliver`]).
 mod admin;
 mod session;
-mod transport;
+pub(crate) mod transport;
 
 pub use transport::{Creds, ServerError};
 
