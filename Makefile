@@ -36,6 +36,7 @@ build: deps
 
 # The main job on the embedded default config: testpmd wire + vnicd + reflecting client, ~20 s.
 demo: build
+	./target/release/vnicd --preflight
 	./target/release/vnic-demo --seconds $${DEMO_SECONDS:-20}
 
 test: deps

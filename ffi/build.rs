@@ -39,6 +39,12 @@ fn main() {
         println!("cargo:warning=vnicd is built and tested against DPDK 22.11; found {version}");
     }
     println!("cargo:rustc-env=VNIC_DPDK_VERSION={version}");
+    // Where the EAL finds its driver plugins (Debian: <libdir>/dpdk/pmds-<ABI>), for preflight.
+    let libdir = pkg_config(&["--variable=libdir"]);
+    println!(
+        "cargo:rustc-env=VNIC_DPDK_LIBDIR={}",
+        libdir.first().cloned().unwrap_or_default()
+    );
 
     let cflags = pkg_config(&["--cflags"]);
     let libs = pkg_config(&["--libs"]);

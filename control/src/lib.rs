@@ -18,6 +18,7 @@ mod health;
 pub mod mainloop;
 pub mod metrics;
 pub mod mobility;
+pub mod preflight;
 mod publish;
 pub mod reload;
 #[cfg(feature = "testing")]

@@ -38,6 +38,8 @@ pub use worker::{IdleBackoff, Launch, Worker};
 /// Most ethdev ports this DPDK build supports (Debian's 22.11 is built with 32): every backing
 /// device is one port.
 pub const MAX_PORTS: u32 = dpdk_sys::RTE_MAX_ETHPORTS;
+/// The library directory of the DPDK vnicd was built against (its PMD plugins live below it).
+pub const DPDK_LIBDIR: &str = dpdk_sys::DPDK_LIBDIR;
 
 /// The socket id for allocations on the caller's NUMA node.
 pub fn socket_id() -> i32 {

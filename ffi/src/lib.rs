@@ -14,3 +14,5 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
 /// The DPDK version the bindings were generated from (`pkg-config --modversion libdpdk`).
 pub const DPDK_VERSION: &str = env!("VNIC_DPDK_VERSION");
+/// The library directory of the DPDK this was built against (its PMD plugins live below it).
+pub const DPDK_LIBDIR: &str = env!("VNIC_DPDK_LIBDIR");

@@ -32,6 +32,10 @@ struct Args {
     /// Validate a config file and exit: 0 when valid, 2 with the errors otherwise.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// Check what the config (--config, else the embedded one) needs from this host and exit:
+    /// a table of checks with the command that fixes each; 0 when none failed, 1 otherwise.
+    #[arg(long, conflicts_with = "check_config")]
+    preflight: bool,
     /// Serve every vNIC with an in-core client on its data core (demo, benchmarks).
     #[arg(long, value_enum, default_value = "none")]
     inline_client: Inline,
@@ -90,6 +94,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.preflight {
+        let checks = vnic_control::preflight::run(&cfg);
+        println!("{}", vnic_control::preflight::table(&checks));
+        let failed = checks
+            .iter()
+            .filter(|c| c.state == vnic_control::preflight::State::Fail)
+            .count();
+        let warned = checks
+            .iter()
+            .filter(|c| c.state == vnic_control::preflight::State::Warn)
+            .count();
+        println!(
+            "preflight: {} checks, {failed} failed, {warned} warnings",
+            checks.len()
+        );
+        return if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     if let Some(d) = args.duration {
         if !(d.is_finite() && d > 0.0) {
             eprintln!("--duration must be a positive number of seconds (got {d})");
@@ -115,6 +140,16 @@ fn main() -> ExitCode {
         },
         host_hugepages: None,
     };
+    // The directories of vnicd's own sockets first: client sockets may live there too (the
+    // demo config's do), and they are opened before the control sockets.
+    for s in [&cfg.raw().control_socket, &cfg.raw().admin_socket] {
+        if let Some(d) = s.parent() {
+            if let Err(e) = std::fs::create_dir_all(d) {
+                eprintln!("vnicd: cannot create {}: {e}", d.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let started = Instant::now();
     let app = match Appliance::start(cfg, &opts) {
         Ok(a) => a,

@@ -2,7 +2,7 @@
 //! sockets, no JSON: frontends turn their clients' doings into commands on the appliance.
 mod attach;
 mod build;
-mod endpoint;
+pub(crate) mod endpoint;
 
 pub use attach::{AttachError, AttachGrant, AttachRequest};
 pub(crate) use build::{build_backing, build_vnic, ipv4s, policy, port_config};
