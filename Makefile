@@ -10,7 +10,7 @@ APT_PKGS := dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config
 # the test runs a private one).
 VM_PKGS := qemu-system-x86 busybox-static prometheus systemd
 
-.PHONY: all deps bench-deps hugepages build demo test bench bench-quick fuzz fmt clippy clean
+.PHONY: all deps bench-deps hugepages build demo test deb bench bench-quick fuzz fmt clippy clean
 
 all: build
 
@@ -43,6 +43,10 @@ test: deps
 	$(CARGO) nextest run --workspace
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The Debian package (target/deb/vnicd_VERSION_ARCH.deb): binaries, units, completion, man pages.
+deb: build
+	./deploy/deb/build.sh
 
 # Open vSwitch with DPDK, only for the benchmark's baseline-ovs (tests do not need it). The
 # harness runs its own private instance; the package's system service is not used.

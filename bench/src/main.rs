@@ -81,6 +81,8 @@ impl Scenario {
 
 #[derive(Debug, Parser)]
 #[command(
+    name = "vnic-bench",
+    version,
     about = "Line-rate benchmarks of vnicd against dpdk-testpmd io and OVS-DPDK on the same topology"
 )]
 struct Args {
@@ -155,6 +157,9 @@ fn check_stop() -> Res<()> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = vnic_cliassets::generate::<Args>("vnic-bench") {
+        return code;
+    }
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(sig, stop_flag().clone());
     }

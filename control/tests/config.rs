@@ -388,3 +388,27 @@ fn bad_client_transports_are_named_with_their_path() {
         "vnicd's own control or admin socket",
     );
 }
+
+#[test]
+fn comments_are_allowed_and_errors_keep_the_files_line_and_column() {
+    let text = r#"{
+  // The appliance's CPUs.
+  "eal": {"cores": [0, 1], "main_core": 0}, /* main core runs the control thread */
+  "vnics": [{"name": "vnic0", "mac": "02:00:00:00:00:01",
+             "backing": [{"name": "a", "devargs": "net_memif0,role=client,socket=/tmp//a.sock", "port_label": "p0"}]}]
+}"#;
+    let c = parse(text).unwrap();
+    // `//` inside a string is not a comment.
+    assert_eq!(
+        c.vnics()[0].backing[0].devargs,
+        "net_memif0,role=client,socket=/tmp//a.sock"
+    );
+    let e = parse("{\n  /* a\n  comment */ \"vnics\": [,]\n}").unwrap_err();
+    assert!(
+        e.to_string().contains("syntax error at line 3 column 24"),
+        "{e}"
+    );
+    // An unterminated block comment is an error, not an empty config.
+    let e = parse("{\"vnics\": [] /* never closed").unwrap_err();
+    assert!(!e.0.is_empty(), "{e}");
+}

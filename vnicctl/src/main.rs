@@ -8,9 +8,9 @@ use vnic_proto::client::{Client, ClientError};
 use vnic_proto::msg::Failover;
 use vnic_proto::status::{BackingState, Owner, VnicStatus};
 
-/// Inspect and steer a running vnicd.
+/// Inspect and steer a running vnicd over its admin socket.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Admin socket of vnicd.
     #[arg(long, default_value = "/run/vnicd/admin.sock")]
@@ -106,6 +106,9 @@ enum MoveError {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = vnic_cliassets::generate::<Args>("vnicctl") {
+        return code;
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -221,26 +224,36 @@ fn run(a: &Args) -> Result<(), MoveError> {
         Cmd::Migrations => {
             let r = c.migrations()?;
             if !json(a, &r) {
+                let mut t = table(
+                    &[
+                        "VNIC",
+                        "DIR",
+                        "PEER",
+                        "TRANSPORT",
+                        "PHASE",
+                        "CUTOVER",
+                        "ERROR",
+                    ],
+                    &[5],
+                );
                 for m in &r.migrations {
-                    println!(
-                        "{:<16} {:<3} {:<24} {:<10} {:<14}{}{}",
-                        m.vnic,
+                    t.add_row([
+                        m.vnic.clone(),
                         match m.direction {
                             vnic_proto::mobility::Direction::Out => "out",
                             vnic_proto::mobility::Direction::In => "in",
-                        },
-                        m.peer,
-                        m.transport,
-                        m.phase.as_str(),
+                        }
+                        .into(),
+                        m.peer.clone(),
+                        m.transport.clone(),
+                        m.phase.as_str().into(),
                         m.cutover_us
-                            .map(|u| format!("  cutover {:.3} ms", u as f64 / 1e3))
-                            .unwrap_or_default(),
-                        m.error
-                            .as_deref()
-                            .map(|e| format!("  ({e})"))
-                            .unwrap_or_default()
-                    );
+                            .map(|u| format!("{:.3} ms", u as f64 / 1e3))
+                            .unwrap_or("-".into()),
+                        m.error.clone().unwrap_or_default(),
+                    ]);
                 }
+                print_table(&t, "");
             }
         }
         Cmd::Stats => {
@@ -250,9 +263,9 @@ fn run(a: &Args) -> Result<(), MoveError> {
             }
             status_table(&r.vnics, r.generation);
             println!();
-            println!(
-                "{:<6} {:<7} {:>10} {:>14} {:>14} {:>10}",
-                "CORE", "LAUNCH", "TABLE GEN", "LOOPS", "PACKETS", "CYC/PKT"
+            let mut t = table(
+                &["CORE", "LAUNCH", "TABLE GEN", "LOOPS", "PACKETS", "CYC/PKT"],
+                &[2, 3, 4, 5],
             );
             for c in &r.cores {
                 let cyc = if c.stats.packets > 0 {
@@ -260,11 +273,16 @@ fn run(a: &Args) -> Result<(), MoveError> {
                 } else {
                     "-".into()
                 };
-                println!(
-                    "{:<6} {:<7} {:>10} {:>14} {:>14} {:>10}",
-                    c.core, c.launch, c.table_generation, c.stats.loops, c.stats.packets, cyc
-                );
+                t.add_row([
+                    c.core.to_string(),
+                    c.launch.clone(),
+                    c.table_generation.to_string(),
+                    c.stats.loops.to_string(),
+                    c.stats.packets.to_string(),
+                    cyc,
+                ]);
             }
+            print_table(&t, "");
             println!("DPDK {}; EAL {}", r.dpdk_version, r.eal_args.join(" "));
         }
         Cmd::Show { vnic } => {
@@ -476,23 +494,45 @@ fn show(v: &VnicStatus) {
             );
         }
     }
-    println!(
-        "  {:<16} {:>4} {:<9} {:<5} {:<16} DEVARGS",
-        "BACKING", "PRIO", "STATE", "LINK", "PORT"
+    let mut t = table(
+        &["BACKING", "PRIO", "STATE", "LINK", "PORT", "DEVARGS"],
+        &[1],
     );
     for b in &v.backing {
         let (state, reason) = state_word(&b.state);
-        println!(
-            "  {:<16} {:>4} {:<9} {:<5} {:<16} {}{}",
-            b.name,
-            b.priority,
-            state,
-            if b.link_up { "up" } else { "down" },
-            b.port_label,
-            b.devargs,
-            reason.map(|r| format!("  ({r})")).unwrap_or_default()
-        );
+        t.add_row([
+            b.name.clone(),
+            b.priority.to_string(),
+            reason
+                .map(|r| format!("{state} ({r})"))
+                .unwrap_or(state.into()),
+            if b.link_up { "up" } else { "down" }.into(),
+            b.port_label.clone(),
+            b.devargs.clone(),
+        ]);
     }
+    print_table(&t, "  ");
+}
+
+fn print_table(t: &comfy_table::Table, indent: &str) {
+    for l in t.lines() {
+        println!("{indent}{}", l.trim_end());
+    }
+}
+
+/// A plain table (no borders, two spaces between columns), the columns `right` right-aligned
+/// (numbers).
+fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_header(header.to_vec());
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, 2));
+        if right.contains(&i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    t
 }
 
 /// Who the client is, in words.
@@ -515,33 +555,35 @@ fn client_words(o: &Owner) -> String {
 }
 
 fn status_table(vnics: &[VnicStatus], generation: u64) {
-    println!(
-        "{:<16} {:<17} {:<9} {:<10} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
-        "VNIC",
-        "MAC",
-        "STATE",
-        "TRANSPORT",
-        "PID",
-        "ACTIVE",
-        "RX PKTS",
-        "TX PKTS",
-        "RX DROPS",
-        "TX DROPS"
+    let mut t = table(
+        &[
+            "VNIC",
+            "MAC",
+            "STATE",
+            "TRANSPORT",
+            "PID",
+            "ACTIVE",
+            "RX PKTS",
+            "TX PKTS",
+            "RX DROPS",
+            "TX DROPS",
+        ],
+        &[4, 6, 7, 8, 9],
     );
     for v in vnics {
-        println!(
-            "{:<16} {:<17} {:<9} {:<10} {:>8} {:<16} {:>14} {:>14} {:>10} {:>10}",
-            v.name,
-            v.mac,
-            v.state,
-            v.transport,
+        t.add_row([
+            v.name.clone(),
+            v.mac.clone(),
+            v.state.clone(),
+            v.transport.clone(),
             v.client_pid.map(|p| p.to_string()).unwrap_or("-".into()),
-            v.active_backing.as_deref().unwrap_or("-"),
-            v.stats.rx_packets,
-            v.stats.tx_packets,
-            v.stats.rx_drops,
-            v.stats.tx_drops
-        );
+            v.active_backing.clone().unwrap_or("-".into()),
+            v.stats.rx_packets.to_string(),
+            v.stats.tx_packets.to_string(),
+            v.stats.rx_drops.to_string(),
+            v.stats.tx_drops.to_string(),
+        ]);
     }
+    print_table(&t, "");
     println!("forwarding-table generation {generation}");
 }

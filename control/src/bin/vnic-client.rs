@@ -27,7 +27,7 @@ enum Mode {
 
 /// A vNIC client process (DPDK secondary of vnicd).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "vnic-client", version)]
 struct Args {
     mode: Mode,
     /// vNIC to attach.
@@ -137,6 +137,9 @@ fn start_successor(a: &Args, socket: &str, token: &str) -> std::io::Result<std::
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = vnic_cliassets::generate::<Args>("vnic-client") {
+        return code;
+    }
     let args = Args::parse();
     if args.successor {
         close_inherited();

@@ -24,7 +24,7 @@ enum Inline {
 
 /// vnicd — virtual NICs for clients, backed by SR-IOV VFs, switched by a pinned poll-mode core.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "vnicd", version)]
 struct Args {
     /// Config file (JSON). Without it the embedded demo config is used.
     #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
@@ -58,6 +58,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(code) = vnic_cliassets::generate::<Args>("vnicd") {
+        return code;
+    }
     let args = Args::parse();
 
     if let Some(p) = &args.check_config {

@@ -580,7 +580,26 @@ impl Config {
 
 /// Parse and validate JSON text.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let de = &mut serde_json::Deserializer::from_str(text);
+    // `//` and `/* */` comments (JSONC, as editors write it) become spaces, byte for byte; the
+    // newlines inside block comments are put back so that the line and column of a syntax error
+    // stay those of the file.
+    let mut plain = Vec::with_capacity(text.len());
+    std::io::Read::read_to_end(
+        &mut json_comments::StripComments::with_settings(
+            json_comments::CommentSettings::c_style(),
+            text.as_bytes(),
+        ),
+        &mut plain,
+    )
+    .map_err(|e| ConfigErrors::one("$", format!("unterminated comment: {e}")))?;
+    for (p, o) in plain.iter_mut().zip(text.as_bytes()) {
+        if *o == b'\n' {
+            *p = b'\n';
+        }
+    }
+    let plain = String::from_utf8(plain)
+        .map_err(|_| ConfigErrors::one("$", "not UTF-8 once comments are removed"))?;
+    let de = &mut serde_json::Deserializer::from_str(&plain);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
