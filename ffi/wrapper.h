@@ -19,4 +19,5 @@
 #include <rte_vhost.h>
 #include <rte_thread.h>
 #include <rte_version.h>
+#include <rte_telemetry.h>
 #include "shim.h"

@@ -330,6 +330,55 @@ fn prometheus_scrapes_vnicd_under_traffic_and_agrees_with_vnicctl() {
         query(&url, "vnicd_vnic_tx_packets_total{vnic=\"vnic0\"}"),
         st["vnics"][0]["tx_packets"].as_u64()
     );
+
+    // Debian's dpdk-telemetry.py sees vnicd's commands beside DPDK's own, with the same counts.
+    let prefix = format!("vnicm{}", std::process::id());
+    let tel = |cmds: &str| -> Vec<Value> {
+        let mut c = Command::new("dpdk-telemetry.py")
+            .args(["-f", &prefix])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dpdk-telemetry.py (Debian's dpdk package)");
+        c.stdin.take().unwrap().write_all(cmds.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let t = tel("/vnicd/vnics\n/vnicd/vnic,vnic0\n/vnicd/vnic,nope\n/vnicd/cores\n/ethdev/list\n");
+    assert_eq!(t.len(), 5, "{t:?}");
+    let v = &t[0]["/vnicd/vnics"]["vnic0"];
+    assert_eq!(v["name"], "vnic0", "{t:?}");
+    assert_eq!(v["state"], "detached");
+    assert_eq!(v["active_backing"], "a");
+    assert_eq!(v["rx_packets"], st["vnics"][0]["rx_packets"]);
+    assert_eq!(v["tx_packets"], st["vnics"][0]["tx_packets"]);
+    assert_eq!(v["rx_drops"], 0);
+    let one = &t[1]["/vnicd/vnic"];
+    assert_eq!(one["rx_packets"], st["vnics"][0]["rx_packets"]);
+    assert!(
+        one["backing"]["a"]
+            .as_str()
+            .unwrap()
+            .starts_with("a: priority 50, link up, active"),
+        "{one}"
+    );
+    assert_eq!(t[2]["/vnicd/vnic"], "unknown vNIC \"nope\"");
+    assert!(
+        t[3]["/vnicd/cores"]["1"]["packets"].as_u64().unwrap() > 0,
+        "{:?}",
+        t[3]
+    );
+    assert!(
+        t[4]["/ethdev/list"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{:?}",
+        t[4]
+    );
     r.vd.signal(libc::SIGTERM);
     assert!(
         r.vd.wait_timeout(Duration::from_secs(20))

@@ -247,3 +247,27 @@ fn the_vf_helper_names_what_is_wrong() {
         "{err}"
     );
 }
+
+#[test]
+fn the_kubernetes_example_config_is_valid() {
+    // The ConfigMap's `vnicd.json: |` block, dedented.
+    let text = std::fs::read_to_string(repo().join("deploy/k8s/configmap.yaml")).unwrap();
+    let json: String = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("vnicd.json: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(json.contains("\"vnics\""), "{json}");
+    let dir = std::env::temp_dir().join(format!("vnic-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("vnicd.json");
+    std::fs::write(&p, json).unwrap();
+    let o = Command::new(bin("vnicd"))
+        .arg("--check-config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -37,9 +37,8 @@ pub struct MainLoop {
     vhost: crate::frontend::vhost::VhostFrontend,
     memif: crate::frontend::memif::MemifFrontend,
     mobility: crate::frontend::mobility::MobilityFrontend,
-    /// The status as scrapers see it, refreshed every `metrics::PUBLISH_EVERY`.
+    /// The status as readers (metrics, DPDK telemetry) see it, published when one asks.
     snapshot: crate::metrics::Snapshot,
-    last_publish: Option<Instant>,
     metrics: Option<crate::metrics::http::MetricsServer>,
     service: Option<crate::service::Notifier>,
 }
@@ -56,6 +55,8 @@ impl MainLoop {
         if let Some(p) = &config_path {
             server.set_config_path(p.clone());
         }
+        let snapshot = crate::metrics::Snapshot::default();
+        crate::metrics::telemetry::register(&snapshot);
         MainLoop {
             app,
             server,
@@ -68,8 +69,7 @@ impl MainLoop {
             vhost: crate::frontend::vhost::VhostFrontend::new(),
             memif: crate::frontend::memif::MemifFrontend::new(),
             mobility: crate::frontend::mobility::MobilityFrontend::new(),
-            snapshot: crate::metrics::Snapshot::default(),
-            last_publish: None,
+            snapshot,
             metrics: None,
             service: None,
         }
@@ -83,7 +83,6 @@ impl MainLoop {
         let listen = m
             .parse_listen()
             .map_err(|e| format!("metrics.listen: {e}"))?;
-        self.publish();
         let srv = crate::metrics::http::MetricsServer::start(&listen, self.snapshot.clone())?;
         let shown = srv.listen.clone();
         self.metrics = Some(srv);
@@ -110,11 +109,6 @@ impl MainLoop {
     /// The snapshot scrapers read (metrics, telemetry).
     pub fn snapshot(&self) -> crate::metrics::Snapshot {
         self.snapshot.clone()
-    }
-
-    fn publish(&mut self) {
-        self.snapshot.publish(self.app.status());
-        self.last_publish = Some(Instant::now());
     }
 
     /// The appliance (status, config).
@@ -152,12 +146,8 @@ impl MainLoop {
         self.server.deliver(&mut self.app, &events);
         self.server.periodic(&mut self.app);
         self.follow_watch();
-        if self.metrics.is_some()
-            && self
-                .last_publish
-                .is_none_or(|t| t.elapsed() >= crate::metrics::PUBLISH_EVERY)
-        {
-            self.publish();
+        if self.snapshot.wanted() {
+            self.snapshot.publish(self.app.status());
         }
         if let Some(n) = &mut self.service {
             let app = &self.app;
@@ -170,9 +160,6 @@ impl MainLoop {
         let result = self.server.reload(&mut self.app, None, source);
         let events = self.app.drain_events();
         self.server.deliver(&mut self.app, &events);
-        if self.metrics.is_some() {
-            self.publish();
-        }
         let st = self.service.is_some().then(|| self.app.status());
         if let (Some(n), Some(st)) = (&mut self.service, st) {
             n.ready(&st);

@@ -16,6 +16,7 @@ pub mod reroute;
 pub mod ring;
 pub mod spsc;
 pub mod table;
+pub mod telemetry;
 mod txpath;
 pub mod vhost;
 pub mod worker;

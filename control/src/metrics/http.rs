@@ -113,7 +113,7 @@ fn respond(req: tiny_http::Request, snap: &Snapshot) -> std::io::Result<()> {
         .find(|h| h.field.equiv("Accept"))
         .map(|h| h.value.as_str().to_string());
     let format = Format::from_accept(accept.as_deref());
-    let Some(status) = snap.latest() else {
+    let Some(status) = snap.fresh() else {
         return req.respond(text(503, "not ready: no status yet\n"));
     };
     match render(status, format) {

@@ -1,8 +1,9 @@
 //! Prometheus / OpenMetrics exposition of the status snapshot.
 //!
-//! The control thread publishes a [`Status`] into a [`Snapshot`] slot (a pointer swap, at most
-//! every [`PUBLISH_EVERY`]); scrapes (the HTTP listener in [`http`], DPDK telemetry) render from
-//! the latest one and never wait for the control thread or touch a data core.
+//! The control thread publishes a [`Status`] into a [`Snapshot`] slot (a pointer swap) when a
+//! reader wants one fresher than [`PUBLISH_EVERY`]; readers (the HTTP listener in [`http`], the
+//! DPDK telemetry commands in [`telemetry`]) wait a bounded time for it, render from it on their
+//! own threads, and never touch the model or a data core. Nobody reading: nothing published.
 //!
 //! Names follow Prometheus conventions: `vnicd_` prefix, units in the name, counters end in
 //! `_total`, labels by name (`vnic`, `backing`, `core`, `transport`), never by index.
@@ -11,31 +12,65 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 use vnic_proto::status::{BackingState, Status};
 
 pub mod http;
+pub mod telemetry;
 
-/// How often the control thread refreshes the snapshot (well under any scrape interval).
+/// A snapshot at most this old is fresh enough for a reader.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// How long a reader waits for the control thread to publish (it runs every ~1 ms; a long
+/// reload can hold it): then it takes the latest it has.
+pub const READ_WAIT: Duration = Duration::from_millis(250);
 
-/// The latest status, shared by the control thread (writer) and the scrapers (readers).
+/// The latest status, shared by the control thread (writer) and the readers.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot(Arc<Mutex<Option<Arc<Status>>>>);
+pub struct Snapshot(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    slot: Mutex<Option<(Arc<Status>, Instant)>>,
+    published: Condvar,
+    wanted: AtomicBool,
+}
 
 impl Snapshot {
     /// Control thread: replace the snapshot (the lock is held for a pointer swap only).
     pub fn publish(&self, s: Status) {
         let s = Arc::new(s);
-        if let Ok(mut g) = self.0.lock() {
-            *g = Some(s);
+        if let Ok(mut g) = self.0.slot.lock() {
+            *g = Some((s, Instant::now()));
         }
+        self.0.wanted.store(false, Ordering::Relaxed);
+        self.0.published.notify_all();
     }
 
-    /// The latest snapshot, if one was published.
-    pub fn latest(&self) -> Option<Arc<Status>> {
-        self.0.lock().ok().and_then(|g| g.clone())
+    /// Control thread: whether a reader waits for a fresh snapshot.
+    pub fn wanted(&self) -> bool {
+        self.0.wanted.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot at most [`PUBLISH_EVERY`] old: asks the control thread for one and waits up to
+    /// [`READ_WAIT`]; after that, the latest there is (None if none was ever published).
+    pub fn fresh(&self) -> Option<Arc<Status>> {
+        let deadline = Instant::now() + READ_WAIT;
+        let mut g = self.0.slot.lock().ok()?;
+        loop {
+            if let Some((s, at)) = g.as_ref() {
+                if at.elapsed() <= PUBLISH_EVERY {
+                    return Some(s.clone());
+                }
+            }
+            self.0.wanted.store(true, Ordering::Relaxed);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return g.as_ref().map(|(s, _)| s.clone());
+            }
+            g = self.0.published.wait_timeout(g, left).ok()?.0;
+        }
     }
 }
 
