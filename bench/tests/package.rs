@@ -118,6 +118,16 @@ fn the_package_installs_runs_and_removes_cleanly() {
     ]));
     assert!(ok && c.contains("vnicctl"), "completion: {c}");
     assert!(Path::new("/run/vnicd").is_dir(), "postinst made /run/vnicd");
+    // The installed units pass systemd-analyze verify with their man pages checked too.
+    for u in ["vnicd.service", "vnicd-vfs@.service", "vnicd-vfs.target"] {
+        let o = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("/lib/systemd/system/{u}"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && err.trim().is_empty(), "{u}: {err}");
+    }
 
     let (ok, log) = sh(Command::new("dpkg").args(["-r", "vnicd"]));
     assert!(ok, "dpkg -r: {log}");

@@ -51,13 +51,14 @@ COPY
 
 # Depends: the package of every shared library the binaries link (DPDK's runtime libraries,
 # libc), plus the plugins the EAL loads at run time (mempool ring, PCI bus, memif).
+# One dpkg -S for all of them: each call reads dpkg's whole file database.
+libs=$(for b in "${bins[@]}"; do objdump -p "$stage/usr/bin/$b" | awk '/NEEDED/ {print $2}'; done | sort -u)
+owners=$(dpkg -S $(for l in $libs; do echo "*/$l"; done) 2>/dev/null | grep ":$arch: ")
 declare -A pkgs
-for b in "${bins[@]}"; do
-    for lib in $(objdump -p "$stage/usr/bin/$b" | awk '/NEEDED/ {print $2}'); do
-        p=$(dpkg -S "*/$lib" 2>/dev/null | grep ":$arch: " | head -1 | cut -d: -f1) || true
-        [ -n "$p" ] || { echo "build.sh: no package provides $lib" >&2; exit 1; }
-        pkgs[$p]=1
-    done
+for lib in $libs; do
+    p=$(echo "$owners" | grep "/$lib\$" | head -1 | cut -d: -f1)
+    [ -n "$p" ] || { echo "build.sh: no package provides $lib" >&2; exit 1; }
+    pkgs[$p]=1
 done
 for p in librte-mempool-ring23 librte-bus-pci23 librte-net-memif23; do pkgs[$p]=1; done
 depends=$(for p in "${!pkgs[@]}"; do
@@ -110,6 +111,6 @@ if [ "$1" = purge ]; then rmdir /etc/vnicd/vfs /etc/vnicd 2>/dev/null || true; f
 POSTRM
 chmod 0755 "$stage"/DEBIAN/{postinst,prerm,postrm}
 deb=$out/vnicd_${version}_${arch}.deb
-dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+dpkg-deb --root-owner-group -Z"${DEB_COMPRESS:-xz}" --build "$stage" "$deb" >/dev/null
 rm -rf "$stage"
 echo "$deb"
