@@ -366,42 +366,33 @@ impl StatusCollector {
                 .filter_map(|(v, r)| f(r).map(|x| (l(v), x)))
                 .collect::<Vec<_>>()
         };
-        family(
-            e,
-            gauge(
+        type Of = fn(&vnic_proto::status::SwitchRecord) -> Option<f64>;
+        let last: [(&str, &str, Of); 4] = [
+            (
                 "vnic_last_failover_timestamp",
                 "Wall-clock time of the last switch of the active device",
-                Some(Unit::Seconds),
-                each(&|r| Some(r.at_unix_ms as f64 / 1e3)),
+                |r| Some(r.at_unix_ms as f64 / 1e3),
             ),
-        )?;
-        family(
-            e,
-            gauge(
+            (
                 "vnic_last_failover_detection",
                 "Last switch: from the last good health check to the failure seen",
-                Some(Unit::Seconds),
-                each(&|r| Some(r.detection_us as f64 / 1e6)),
+                |r| Some(r.detection_us as f64 / 1e6),
             ),
-        )?;
-        family(
-            e,
-            gauge(
+            (
                 "vnic_last_failover_switch",
                 "Last switch: from the decision to the data core running the new table",
-                Some(Unit::Seconds),
-                each(&|r| Some(r.switch_us as f64 / 1e6)),
+                |r| Some(r.switch_us as f64 / 1e6),
             ),
-        )?;
-        family(
-            e,
-            gauge(
+            (
                 "vnic_last_failover_first_frame",
                 "Last failure: from the device marked down to the first frame on the new one",
-                Some(Unit::Seconds),
-                each(&|r| r.first_frame_us.map(|x| x as f64 / 1e6)),
+                |r| r.first_frame_us.map(|x| x as f64 / 1e6),
             ),
-        )
+        ];
+        for (name, help, f) in last {
+            family(e, gauge(name, help, Some(Unit::Seconds), each(&f)))?;
+        }
+        Ok(())
     }
 
     fn backing(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -457,42 +448,26 @@ impl StatusCollector {
                 .map(|c| (vec![("core", c.core.to_string())], f(&c.stats)))
                 .collect()
         };
-        family(
-            e,
-            counter(
+        type Of = fn(&vnic_proto::status::CoreCounts) -> u64;
+        let counts: [(&str, &str, Of); 4] = [
+            (
                 "core_busy_cycles",
                 "TSC cycles of polls that moved frames",
-                None,
-                per(&|c| c.busy_cycles),
+                |c| c.busy_cycles,
             ),
-        )?;
-        family(
-            e,
-            counter(
-                "core_idle_cycles",
-                "TSC cycles of empty polls",
-                None,
-                per(&|c| c.idle_cycles),
-            ),
-        )?;
-        family(
-            e,
-            counter(
-                "core_packets",
-                "Frame hops moved by the data core",
-                None,
-                per(&|c| c.packets),
-            ),
-        )?;
-        family(
-            e,
-            counter(
-                "core_polls",
-                "Passes of the data core's poll loop",
-                None,
-                per(&|c| c.loops),
-            ),
-        )?;
+            ("core_idle_cycles", "TSC cycles of empty polls", |c| {
+                c.idle_cycles
+            }),
+            ("core_packets", "Frame hops moved by the data core", |c| {
+                c.packets
+            }),
+            ("core_polls", "Passes of the data core's poll loop", |c| {
+                c.loops
+            }),
+        ];
+        for (name, help, f) in counts {
+            family(e, counter(name, help, None, per(&f)))?;
+        }
         family(
             e,
             gauge(
