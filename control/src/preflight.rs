@@ -147,8 +147,9 @@ fn hugepages(cfg: &Config, out: &mut Vec<Check>) {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
-    // Without hugepages, "auto" runs on ordinary memory; shm clients (a file prefix) need them.
-    let needed = e.hugepages == Hugepages::On || e.file_prefix.is_some();
+    // Without hugepages, "auto" runs on ordinary memory (only in-core clients then: shm
+    // clients need shared hugepage memory), "on" does not start.
+    let needed = e.hugepages == Hugepages::On;
     let short = if needed { State::Fail } else { State::Warn };
     // Reserve what others hold plus what vnicd needs.
     let fix = format!(
@@ -173,10 +174,11 @@ fn hugepages(cfg: &Config, out: &mut Vec<Check>) {
                 } else {
                     format!(" ({shown})")
                 },
-                if needed {
-                    ""
-                } else {
-                    ": vnicd would run without hugepages (no shm clients)"
+                match (needed, e.file_prefix.is_some()) {
+                    (true, _) => "",
+                    (false, true) =>
+                        ": vnicd would run without them, and shm clients could not attach",
+                    (false, false) => ": vnicd would run without them",
                 }
             ),
             Some(fix),

@@ -134,10 +134,23 @@ impl Drop for Release {
 fn released_hugepages_fail_with_the_command_that_reserves_them() {
     let d = dir("huge");
     let cfg = write(&d, &base(&d));
-    let (code, rows, text) = {
+    let mut auto = base(&d);
+    auto["eal"]["hugepages"] = json!("auto");
+    auto["eal"]["file_prefix"] = json!("vnicpre");
+    let auto_cfg = d.join("auto.json");
+    std::fs::write(&auto_cfg, auto.to_string()).unwrap();
+    let ((code, rows, text), (acode, arows, atext)) = {
         let _r = Release::free_ones();
-        preflight(Some(&cfg))
+        (preflight(Some(&cfg)), preflight(Some(&auto_cfg)))
     };
+    // "auto" runs without them: a warning, exit 0.
+    assert_eq!(acode, Some(0), "{atext}");
+    let (_, state, rest) = row(&arows, "hugepages");
+    assert_eq!(state, "WARN", "{atext}");
+    assert!(
+        rest.contains("vnicd would run without them, and shm clients could not attach"),
+        "{rest}"
+    );
     assert_eq!(code, Some(1), "{text}");
     let (_, state, rest) = row(&rows, "hugepages");
     assert_eq!(state, "FAIL", "{text}");
