@@ -545,3 +545,78 @@ fn metrics_on_a_unix_socket() {
     vd.signal(libc::SIGTERM);
     assert!(vd.wait_timeout(Duration::from_secs(20)).unwrap().success());
 }
+
+/// A TCP connection whose receive buffer is as small as Linux allows (set before connecting, so
+/// the window it offers stays small): a response soon fills it when nobody reads.
+fn tiny_window(addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    setsockopt(&fd, sockopt::RcvBuf, &1024).unwrap();
+    let SocketAddr::V4(a) = addr else {
+        panic!("v4 only")
+    };
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(a)).unwrap();
+    TcpStream::from(fd)
+}
+
+#[test]
+fn clients_that_never_read_their_response_do_not_delay_other_scrapes() {
+    pin_cpu0();
+    let dir = std::env::temp_dir().join(format!("vnic-met-slow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // 30 vNICs: responses of ~43 KB.
+    let mut c = cfg(&dir, &addr.to_string());
+    c["vnics"] = json!((0..30)
+        .map(|i| json!({"name": format!("v{i}"), "mac": format!("02:00:00:00:02:{i:02x}"),
+                        "backing": [{"name": format!("b{i}"), "devargs": format!("net_null{i}"), "port_label": "p0"}]}))
+        .collect::<Vec<_>>());
+    let mut vd = vnicd::spawn(&bin("vnicd"), &dir.join("vnicd.json"), &c, &[], false).unwrap();
+    vnicd::wait_for(
+        &dir.join("a.sock"),
+        &mut vd,
+        "up",
+        Duration::from_secs(30),
+        |_| true,
+    )
+    .unwrap();
+    let (code, _, body) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(body.len() > 32 * 1024, "{} bytes", body.len());
+    // Two clients (one per responder) send a request and never read their response.
+    let stuck: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = tiny_window(addr);
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Were their responses to hold the two responders, the next scrape would wait for ever.
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let (code, _, b) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        b.len().abs_diff(body.len()) < 1024,
+        "{} vs {}",
+        b.len(),
+        body.len()
+    );
+    eprintln!(
+        "a scrape behind two non-reading clients: answered after {:?}",
+        t.elapsed()
+    );
+    drop(stuck);
+    vd.signal(libc::SIGTERM);
+    assert!(vd.wait_timeout(Duration::from_secs(20)).unwrap().success());
+}
