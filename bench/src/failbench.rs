@@ -180,9 +180,6 @@ fn attempt(vnicd: &Path, dir: &Path, fault: Fault, rate: u64, seq: usize) -> Res
     if before["failover_count"].as_u64() != failovers_at_start || before["active_backing"] != "a" {
         client.signal(libc::SIGKILL);
         vd.stop(Duration::from_secs(10));
-        if std::env::var_os("VNIC_BENCH_DEBUG").is_some() {
-            eprintln!("false failover: {}", before["last_switch"]);
-        }
         return Err(FALSE_FAILOVER.into());
     }
     let injected_us = unix_us();

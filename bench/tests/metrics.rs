@@ -75,6 +75,20 @@ fn sample(body: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// `vnicd ARG PATH` with `cfg` written to `path` first: (exit code, stderr).
+fn vnicd_on(arg: &str, path: &Path, cfg: &Value) -> (Option<i32>, String) {
+    std::fs::write(path, cfg.to_string()).unwrap();
+    let o = Command::new(bin("vnicd"))
+        .arg(arg)
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
 /// Pin this thread to CPU 0 (the control thread's), off the data core's CPU 1.
 fn pin_cpu0() {
     core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
@@ -412,14 +426,8 @@ fn the_listener_refuses_bad_input_and_a_scrape_storm_costs_the_data_path_nothing
     let mut c2 = cfg(&dir2, &r.addr.to_string());
     c2["eal"]["file_prefix"] = json!(format!("vnicm2{}", std::process::id()));
     c2["vnics"][0]["backing"][0]["devargs"] = json!("net_null0");
-    std::fs::write(dir2.join("v.json"), c2.to_string()).unwrap();
-    let o = Command::new(bin("vnicd"))
-        .arg("--config")
-        .arg(dir2.join("v.json"))
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{e}");
+    let (code, e) = vnicd_on("--config", &dir2.join("v.json"), &c2);
+    assert_eq!(code, Some(1), "{e}");
     assert!(
         e.contains(&format!(
             "vnicd: cannot serve metrics: metrics.listen {}: Address already in use",
@@ -445,14 +453,8 @@ fn the_listener_refuses_bad_input_and_a_scrape_storm_costs_the_data_path_nothing
     ] {
         let mut c = cfg(&dir2, listen);
         c["vnics"][0]["backing"][0]["devargs"] = json!("net_null0");
-        std::fs::write(dir2.join("bad.json"), c.to_string()).unwrap();
-        let o = Command::new(bin("vnicd"))
-            .arg("--check-config")
-            .arg(dir2.join("bad.json"))
-            .output()
-            .unwrap();
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{listen}: {e}");
+        let (code, e) = vnicd_on("--check-config", &dir2.join("bad.json"), &c);
+        assert_eq!(code, Some(2), "{listen}: {e}");
         assert!(e.contains(msg), "{listen}: {e}");
     }
 

@@ -93,9 +93,8 @@ impl MainLoop {
     /// the watchdog, the status line.
     pub fn notify_ready(&mut self) {
         self.service = crate::service::Notifier::from_env();
-        let st = self.app.status();
         if let Some(n) = &mut self.service {
-            n.ready(&st);
+            n.ready(&self.app.status());
         }
     }
 
@@ -104,11 +103,6 @@ impl MainLoop {
         if let Some(n) = &self.service {
             n.stopping();
         }
-    }
-
-    /// The snapshot scrapers read (metrics, telemetry).
-    pub fn snapshot(&self) -> crate::metrics::Snapshot {
-        self.snapshot.clone()
     }
 
     /// The appliance (status, config).
@@ -160,9 +154,8 @@ impl MainLoop {
         let result = self.server.reload(&mut self.app, None, source);
         let events = self.app.drain_events();
         self.server.deliver(&mut self.app, &events);
-        let st = self.service.is_some().then(|| self.app.status());
-        if let (Some(n), Some(st)) = (&mut self.service, st) {
-            n.ready(&st);
+        if let Some(n) = &mut self.service {
+            n.ready(&self.app.status());
         }
         Some(Reloaded { source, result })
     }

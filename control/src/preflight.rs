@@ -75,6 +75,17 @@ pub fn passed(checks: &[Check]) -> bool {
     checks.iter().all(|c| c.state != State::Fail)
 }
 
+/// `preflight: 12 checks, 0 failed, 0 warnings`.
+pub fn summary(checks: &[Check]) -> String {
+    let n = |s: State| checks.iter().filter(|c| c.state == s).count();
+    format!(
+        "preflight: {} checks, {} failed, {} warnings",
+        checks.len(),
+        n(State::Fail),
+        n(State::Warn)
+    )
+}
+
 fn ports(cfg: &Config, out: &mut Vec<Check>) {
     out.push(match crate::eal_options::check_build_limits(cfg) {
         Ok(()) => check(
@@ -336,9 +347,9 @@ fn drivers(cfg: &Config, out: &mut Vec<Check>) {
     }
 }
 
-fn pci(cfg: &Config, out: &mut Vec<Check>) {
-    let devs: Vec<(String, String)> = cfg
-        .raw()
+/// The config's PCI backing devices: (address, the field that names it).
+fn pci_devices(cfg: &Config) -> Vec<(String, String)> {
+    cfg.raw()
         .vnics
         .iter()
         .enumerate()
@@ -354,7 +365,11 @@ fn pci(cfg: &Config, out: &mut Vec<Check>) {
                     )
                 })
         })
-        .collect();
+        .collect()
+}
+
+fn pci(cfg: &Config, out: &mut Vec<Check>) {
+    let devs = pci_devices(cfg);
     if devs.is_empty() {
         return;
     }
@@ -515,11 +530,7 @@ fn privileges(cfg: &Config, out: &mut Vec<Check>) {
             Some("run vnicd as root (the packaged unit does)".into()),
         )
     });
-    let pci = cfg
-        .vnics()
-        .iter()
-        .flat_map(|v| v.backing.iter())
-        .any(|b| crate::config::is_pci_address(&b.devargs));
+    let pci = !pci_devices(cfg).is_empty();
     use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
     let (soft, _) = getrlimit(Resource::RLIMIT_MEMLOCK).unwrap_or((0, 0));
     let need = cfg.raw().eal.memory_mb as u64 * 1024 * 1024;

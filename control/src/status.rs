@@ -97,7 +97,7 @@ impl Appliance {
                     data_core: self.cores[v.core_idx].core,
                     active_backing: v.active.map(|a| v.backing[a].cfg.name.clone()),
                     link_up: v.active.is_some_and(|a| v.backing[a].usable()),
-                    failover_count: v.failovers,
+                    failover_count: v.failovers_by_reason.total(),
                     failovers_by_reason: v.failovers_by_reason,
                     auto_priority_failover: v.policy.auto_priority_failover,
                     last_switch: v.last_switch.clone(),

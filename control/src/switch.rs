@@ -100,7 +100,6 @@ impl Appliance {
         let v = &mut self.vnics[i];
         if from.is_some() {
             // The first activation of a vNIC is not a failover.
-            v.failovers += 1;
             let t = &mut v.failovers_by_reason;
             *match reason {
                 Reason::Failure(_) => &mut t.failure,

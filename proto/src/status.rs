@@ -249,6 +249,13 @@ pub struct FailoverTally {
     pub recovery: u64,
 }
 
+impl FailoverTally {
+    /// All failovers, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.failure + self.fail_back + self.planned + self.recovery
+    }
+}
+
 /// Appliance-wide event counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {

@@ -100,19 +100,8 @@ fn main() -> ExitCode {
     if args.preflight {
         let checks = vnic_control::preflight::run(&cfg);
         println!("{}", vnic_control::preflight::table(&checks));
-        let failed = checks
-            .iter()
-            .filter(|c| c.state == vnic_control::preflight::State::Fail)
-            .count();
-        let warned = checks
-            .iter()
-            .filter(|c| c.state == vnic_control::preflight::State::Warn)
-            .count();
-        println!(
-            "preflight: {} checks, {failed} failed, {warned} warnings",
-            checks.len()
-        );
-        return if failed == 0 {
+        println!("{}", vnic_control::preflight::summary(&checks));
+        return if vnic_control::preflight::passed(&checks) {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

@@ -140,21 +140,29 @@ fn family<'a, M: EncodeMetric>(
     Ok(())
 }
 
+/// A family whose sample values become metrics through `metric`.
+fn of<'a, T, M>(
+    name: &'a str,
+    help: &'a str,
+    unit: Option<Unit>,
+    samples: Vec<(Labels, T)>,
+    metric: fn(T) -> M,
+) -> Family<'a, M> {
+    Family {
+        name,
+        help,
+        unit,
+        samples: samples.into_iter().map(|(l, v)| (l, metric(v))).collect(),
+    }
+}
+
 fn counter<'a>(
     name: &'a str,
     help: &'a str,
     unit: Option<Unit>,
     samples: Vec<(Labels, u64)>,
 ) -> Family<'a, ConstCounter<u64>> {
-    Family {
-        name,
-        help,
-        unit,
-        samples: samples
-            .into_iter()
-            .map(|(l, v)| (l, ConstCounter::new(v)))
-            .collect(),
-    }
+    of(name, help, unit, samples, ConstCounter::new)
 }
 
 fn gauge<'a>(
@@ -163,15 +171,7 @@ fn gauge<'a>(
     unit: Option<Unit>,
     samples: Vec<(Labels, f64)>,
 ) -> Family<'a, ConstGauge<f64>> {
-    Family {
-        name,
-        help,
-        unit,
-        samples: samples
-            .into_iter()
-            .map(|(l, v)| (l, ConstGauge::new(v)))
-            .collect(),
-    }
+    of(name, help, unit, samples, ConstGauge::new)
 }
 
 fn state_word(s: &BackingState) -> &'static str {
@@ -249,37 +249,36 @@ impl StatusCollector {
         let l = |v: &vnic_proto::status::VnicStatus| -> Labels {
             vec![("vnic", v.name.clone()), ("transport", v.transport.clone())]
         };
-        let per = |f: &dyn Fn(&vnic_proto::status::VnicStatus) -> u64| -> Vec<(Labels, u64)> {
-            vs.iter().map(|v| (l(v), f(v))).collect()
-        };
-        for (name, help, unit, f) in [
+        type Traffic = fn(&vnic_proto::status::VnicStatus) -> u64;
+        let traffic: [(&str, &str, Option<Unit>, Traffic); 4] = [
             (
                 "vnic_rx_packets",
                 "Frames from the backing device to the client",
                 None,
-                &(|v: &vnic_proto::status::VnicStatus| v.stats.rx_packets)
-                    as &dyn Fn(&vnic_proto::status::VnicStatus) -> u64,
+                |v| v.stats.rx_packets,
             ),
             (
                 "vnic_rx",
                 "Bytes from the backing device to the client",
                 Some(Unit::Bytes),
-                &|v| v.stats.rx_bytes,
+                |v| v.stats.rx_bytes,
             ),
             (
                 "vnic_tx_packets",
                 "Frames from the client to the backing device",
                 None,
-                &|v| v.stats.tx_packets,
+                |v| v.stats.tx_packets,
             ),
             (
                 "vnic_tx",
                 "Bytes from the client to the backing device",
                 Some(Unit::Bytes),
-                &|v| v.stats.tx_bytes,
+                |v| v.stats.tx_bytes,
             ),
-        ] {
-            family(e, counter(name, help, unit, per(f)))?;
+        ];
+        for (name, help, unit, f) in traffic {
+            let samples = vs.iter().map(|v| (l(v), f(v))).collect();
+            family(e, counter(name, help, unit, samples))?;
         }
         let mut drops = Vec::new();
         for v in vs {

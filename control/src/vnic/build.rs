@@ -208,7 +208,6 @@ pub(crate) fn build_vnic(
         epoch: 0,
         token: None,
         policy: policy(v),
-        failovers: 0,
         failovers_by_reason: Default::default(),
         last_switch: None,
         failbacks: VecDeque::new(),

@@ -135,7 +135,7 @@ pub(crate) struct Vnic {
     /// Re-attach token of the last attachment.
     pub(crate) token: Option<String>,
     pub(crate) policy: Policy,
-    pub(crate) failovers: u64,
+    /// Switches of the active device by kind of reason (their sum is the failover count).
     pub(crate) failovers_by_reason: vnic_proto::status::FailoverTally,
     pub(crate) last_switch: Option<SwitchRecord>,
     /// Automatic fail-backs inside the flap window.
