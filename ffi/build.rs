@@ -31,6 +31,7 @@ fn main() {
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=shim.h");
     println!("cargo:rerun-if-changed=shim.c");
+    println!("cargo:rerun-if-changed=memif_watch.c");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
     let version = pkg_config(&["--modversion"]);
@@ -52,6 +53,7 @@ fn main() {
     let mut build = cc::Build::new();
     build
         .file("shim.c")
+        .file("memif_watch.c")
         .include(".")
         .opt_level(3)
         .warnings(true);

@@ -35,4 +35,15 @@ unsigned int vnic_ring_enqueue_zc_start(struct rte_ring *r, unsigned int n, void
 void vnic_ring_enqueue_zc_finish(struct rte_ring *r, unsigned int n);
 int vnic_ring_recover_client(struct rte_ring *rx, struct rte_ring *tx);
 
+
+/* Tx progress of a net_memif queue (memif_watch.c). */
+struct vnic_memif_txw {
+	const void *queue;
+	const void *proc;
+	const void *pmd;
+	uint8_t server;
+};
+int vnic_memif_txw_init(uint16_t port, uint16_t queue, struct vnic_memif_txw *w);
+int vnic_memif_txw_read(const struct vnic_memif_txw *w, uint16_t *peer);
+
 #endif

@@ -1,6 +1,7 @@
 //! Fast reroute with real faults, with vnicd's control thread held still (ptrace) while the
 //! fault happens: the active memif peer killed, the peer stopped (its queue stops draining while
-//! the link reads up), the active net_tap's link set down. Traffic must reach the standby's
+//! the link reads up), the active net_tap's link set down; and a peer stopped only briefly,
+//! which the backup bridges without a failover. Traffic must reach the standby's
 //! peer while the control thread cannot run; once released, the control thread makes the
 //! switch official and the record says who saw the failure. vnicd exits with every mbuf back
 //! (it exits non-zero on a leak).
@@ -24,6 +25,9 @@ enum Fault {
     PeerKilled,
     /// SIGSTOP to it: the link stays up, its ring stops draining.
     PeerStopped,
+    /// SIGSTOP, then SIGCONT ~50 ms later (a peer off its CPU for a while): the backup carries
+    /// the traffic meanwhile, the data core goes back by itself, no failover, nothing lost.
+    PeerPaused,
     /// The active device is a net_tap whose interface goes down. DPDK 22.11's net_tap raises no
     /// link-state event for it here (`dpdk-testpmd --print-event intr_lsc` shows none either):
     /// its writes fail at once, so the data core sees it first.
@@ -57,12 +61,16 @@ fn run(fault: Fault) {
     let tap = format!("rrtap{}", std::process::id() % 100_000);
     let vsock = dir.join("v0.sock");
     let _ = std::fs::remove_file(&vsock);
-    let mut pa = matches!(fault, Fault::PeerKilled | Fault::PeerStopped).then(|| peer(&dir, 0));
+    let memif_a = matches!(
+        fault,
+        Fault::PeerKilled | Fault::PeerStopped | Fault::PeerPaused
+    );
+    let mut pa = memif_a.then(|| peer(&dir, 0));
     let mut pb = peer(&dir, 1);
     let a_dev = match fault {
         Fault::TapDown => format!("net_tap0,iface={tap}"),
         Fault::VhostPeerKilled => format!("net_vhost0,iface={},queues=1", vsock.display()),
-        Fault::PeerKilled | Fault::PeerStopped => format!(
+        Fault::PeerKilled | Fault::PeerStopped | Fault::PeerPaused => format!(
             "net_memif0,role=client,socket={},id=0",
             dir.join("w0.sock").display()
         ),
@@ -75,6 +83,8 @@ fn run(fault: Fault) {
         "stats_interval_ms": 60000, "heartbeat_timeout_ms": 60000,
         "vnics": [{"name": "vnic0", "mac": "02:00:00:00:00:01", "hold_down_ms": 600000,
                    "announce_rounds": 1, "tx_refuse_us": if fault == Fault::VhostPeerKilled { 0 } else { 200 },
+                   // A pause must not outlast the stall limit however slow the host is.
+                   "tx_stall_ms": if fault == Fault::PeerPaused { 5000 } else { 100 },
                    "backing": [
                        {"name": "a", "devargs": a_dev, "priority": 10, "port_label": "p0"},
                        {"name": "b", "devargs": format!("net_memif1,role=client,socket={},id=0", dir.join("w1.sock").display()),
@@ -153,6 +163,37 @@ fn run(fault: Fault) {
     .unwrap();
     let failovers = vnic0(&admin)["failover_count"].as_u64().unwrap();
     let b_before = pb.port_stats().unwrap()[0].rx_packets;
+    if fault == Fault::PeerPaused {
+        let p = pa.as_mut().unwrap();
+        let pid = p.pid().unwrap().to_string();
+        let signal = |sig: &str| {
+            assert!(Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success())
+        };
+        signal("-STOP");
+        // 1000 frames on b (50 ms at 20 kpps): the backup bridges the pause.
+        wait_rx(&mut pb, b_before + 1000, "b during the pause");
+        signal("-CONT");
+        let a_back = p.port_stats().unwrap()[0].rx_packets;
+        wait_rx(p, a_back + 2000, "a after the pause");
+        let v = vnic0(&admin);
+        assert_eq!(v["failover_count"].as_u64(), Some(failovers), "{v}");
+        assert_eq!(v["active_backing"], "a", "{v}");
+        assert_eq!(v["backing"][0]["state"], "active", "{v}");
+        assert!(v["backing"][0]["tx_stalls"].as_u64() >= Some(1), "{v}");
+        let (sent, received) = stop_client(&mut client, client_err);
+        assert_eq!(received, sent, "frames lost across the pause");
+        let st = vd.stop(Duration::from_secs(20));
+        let errs = vd_err.join().unwrap_or_default();
+        assert!(st.is_some_and(|s| s.success()), "vnicd exit {st:?}: {errs}");
+        drop(pb);
+        drop(pa);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     // The control thread (vnicd's main thread) stops; the data core and DPDK's interrupt
     // thread do not.
     let pid = vd.pid().unwrap();
@@ -174,7 +215,8 @@ fn run(fault: Fault) {
                 .success());
             drop(p);
         }
-        Fault::PeerStopped => {
+        // (A pause returned above.)
+        Fault::PeerStopped | Fault::PeerPaused => {
             let p = pa.as_ref().unwrap().pid().unwrap().to_string();
             assert!(Command::new("kill")
                 .args(["-STOP", &p])
@@ -221,10 +263,13 @@ fn run(fault: Fault) {
     assert_eq!(v["failover_count"].as_u64(), Some(failovers + 1), "{v}");
     assert_eq!(v["backing"][0]["state"], "failed", "{v}");
     let ls = &v["last_switch"];
-    let expect_by = if fault == Fault::VhostPeerKilled {
-        "link interrupt"
-    } else {
-        "data core (tx refused)"
+    let expect_by = match fault {
+        Fault::VhostPeerKilled => "link interrupt",
+        Fault::TapDown => "data core (tx refused)",
+        // The peer's ring index stood still with frames waiting, long before the ring was full.
+        Fault::PeerKilled | Fault::PeerStopped | Fault::PeerPaused => {
+            "data core (peer stopped draining)"
+        }
     };
     eprintln!("{fault:?}: injected at {injected} us; record {ls}");
     assert_eq!(ls["detected_by"], expect_by, "{ls}");
@@ -258,6 +303,51 @@ fn run(fault: Fault) {
     drop(pb);
     drop(pa);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Wait until testpmd `p`'s port 0 has received `n` frames in all.
+fn wait_rx(p: &mut Testpmd, n: u64, what: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = p.port_stats().unwrap()[0].rx_packets;
+        if now >= n {
+            return;
+        }
+        assert!(Instant::now() < end, "{what}: {now} of {n} frames in 10 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Stop a `vnic-client source` and read its summary: (sent, received back).
+fn stop_client(client: &mut Guard, err: std::thread::JoinHandle<String>) -> (u64, u64) {
+    client.signal(libc::SIGINT);
+    client
+        .wait_timeout(Duration::from_secs(5))
+        .expect("client stops");
+    client.child.take();
+    let text = err.join().unwrap_or_default();
+    // "vnic-client: detached (...); rx N tx N drops D in S s"
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("detached ("))
+        .unwrap_or_else(|| panic!("no client summary in {text}"));
+    let num = |key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (num(" tx "), num(" rx "))
+}
+
+#[test]
+fn a_peer_off_its_cpu_for_a_while_is_bridged_by_the_backup_without_a_failover() {
+    run(Fault::PeerPaused);
 }
 
 #[test]

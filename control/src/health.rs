@@ -8,11 +8,16 @@ use vnic_dataplane::{Detector, HealthSnapshot};
 
 /// Why a device whose down flag is set failed, by who saw it.
 fn flagged(f: &HealthSnapshot) -> &'static str {
-    match f.by {
-        Some(Detector::LinkEvent) => "link down (interrupt)",
-        Some(Detector::Removal) => "device removed",
-        Some(Detector::DataCore) => "tx refused (data core)",
-        Some(Detector::HealthCheck) | None => "failed",
+    f.by.map_or("failed", flagged_as)
+}
+
+fn flagged_as(by: Detector) -> &'static str {
+    match by {
+        Detector::LinkEvent => "link down (interrupt)",
+        Detector::Removal => "device removed",
+        Detector::DataCore => "tx refused (data core)",
+        Detector::PeerStalled => "tx stalled: peer stopped draining (data core)",
+        Detector::HealthCheck => "failed",
     }
 }
 
@@ -86,6 +91,7 @@ impl Appliance {
                         };
                         if let Some(p) = &b.port {
                             p.health().clear();
+                            p.reset_stalls();
                         }
                         changed = true;
                     }
@@ -106,17 +112,20 @@ impl Appliance {
                 }
             }
             // 2. tx progress of the active device: every burst refused for tx_stall while up
-            // (the data core's own, shorter refuse window usually fires first).
+            // (the data core's own, shorter refuse window usually fires first), or its
+            // consumer seen stopped by the data core for as long (which sends on the backup
+            // meanwhile, and goes back by itself if the consumer was only off its CPU).
             if let Some(a) = v.active {
                 let stall = v.policy.tx_stall;
                 let b = &mut v.backing[a];
-                if b.usable() {
-                    let refused = b
-                        .port
-                        .as_ref()
-                        .map_or(0, |p| p.health().snapshot().refused_for());
+                if let (true, Some(p)) = (b.usable(), b.port.as_ref()) {
+                    let refused = p.health().snapshot().refused_for();
+                    let stalled = p.stalled_since();
+                    let still = vnic_dataplane::eal::rdtsc().saturating_sub(stalled);
                     if refused > 0 && ticks_to(refused) >= stall {
                         changed |= b.fail("tx stalled", now);
+                    } else if stalled != 0 && ticks_to(still) >= stall {
+                        changed |= b.fail(flagged_as(Detector::PeerStalled), now);
                     }
                 }
             }
@@ -205,7 +214,10 @@ impl Appliance {
         }
         let now = Instant::now();
         for ev in seen {
-            let vnic_dataplane::DpEvent::Rerouted { from, .. } = ev;
+            let (from, official) = match ev {
+                vnic_dataplane::DpEvent::Rerouted { from, .. } => (from, true),
+                vnic_dataplane::DpEvent::Stalled { from, .. } => (from, false),
+            };
             let found = self.vnics.iter().enumerate().find_map(|(i, v)| {
                 v.backing
                     .iter()
@@ -213,7 +225,18 @@ impl Appliance {
                     .map(|k| (i, k))
             });
             let Some((i, k)) = found else { continue };
-            let b = &mut self.vnics[i].backing[k];
+            let v = &mut self.vnics[i];
+            let b = &mut v.backing[k];
+            if !official {
+                // Tentative: not a failure until the link goes down or the stall lasts
+                // (health_tick's step 2).
+                // Debug only: a peer that shares a busy CPU stands still for every slice it
+                // waits, and each is one of these.
+                b.tx_stalls += 1;
+                tracing::debug!(vnic = %v.name, backing = %b.cfg.name,
+                    "its peer stopped draining: the data core sends on the backup until it moves again");
+                continue;
+            }
             let why = b
                 .port
                 .as_ref()

@@ -100,11 +100,9 @@ impl Appliance {
                     p.tx_queue(q)
                         .map(|t| vnic_dataplane::Backup::new(t, p.health().clone()))
                 });
-                let mut e = QueueEntry::with_client(rxq, txq, side, v.slot).with_reroute(
-                    port.health().clone(),
-                    bk,
-                    v.policy.tx_refuse_us,
-                );
+                let mut e = QueueEntry::with_client(rxq, txq, side, v.slot)
+                    .with_reroute(port.health().clone(), bk, v.policy.tx_refuse_us)
+                    .with_tx_watch(port.tx_watch(q));
                 // Standby devices are received from too: frames still arriving on the old device
                 // after a switch (before upstream relearns) reach the client.
                 for (k, b) in v.backing.iter().enumerate() {

@@ -114,6 +114,7 @@ impl Appliance {
                             link_up: b.link_up,
                             healthy_ms: b.healthy_since.map(|t| t.elapsed().as_millis() as u64),
                             last_failure: b.last_failure.clone(),
+                            tx_stalls: b.tx_stalls,
                         })
                         .collect(),
                     stats: self.counts(i),

@@ -18,6 +18,7 @@ pub mod spsc;
 pub mod table;
 pub mod telemetry;
 mod txpath;
+pub mod txwatch;
 pub mod vhost;
 pub mod worker;
 
@@ -33,6 +34,7 @@ pub use table::{
     Announce, ClientRings, ClientSide, EthdevClient, FwdTable, InlineClient, InlineMode,
     QueueEntry, VnicSlot,
 };
+pub use txwatch::TxWatch;
 pub use vhost::{VhostEvent, VhostMode, VhostQueue, VhostSocket, VidGate};
 pub use worker::{IdleBackoff, Launch, Worker};
 

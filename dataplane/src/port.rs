@@ -4,6 +4,7 @@ use crate::mbuf::{Burst, BURST};
 use crate::mempool::Mempool;
 use crate::reroute::{Detector, DeviceHealth};
 use crate::ring::Ring;
+use crate::txwatch::TxWatch;
 use std::ffi::CStr;
 use std::sync::Arc;
 
@@ -63,6 +64,8 @@ pub struct Port {
     health: Arc<DeviceHealth>,
     /// The callbacks are registered (with `health` as their argument).
     watching: bool,
+    /// Per tx queue, where its consumer shows progress (net_memif only).
+    tx_watch: Vec<Option<Arc<TxWatch>>>,
 }
 
 /// `RTE_ETH_DEV_INTR_LSC` (rte_ethdev.h; an `RTE_BIT32` macro, which bindgen cannot evaluate).
@@ -181,6 +184,7 @@ impl Port {
             started: false,
             health: DeviceHealth::new(id),
             watching: false,
+            tx_watch: Vec::new(),
         })
     }
 
@@ -259,6 +263,7 @@ impl Port {
             started: false,
             health: DeviceHealth::new(PortId(ret as u16)),
             watching: false,
+            tx_watch: Vec::new(),
         })
     }
 
@@ -385,6 +390,8 @@ impl Port {
             }
         }
         self.queues = cfg.queues;
+        // New queues: watched from the next start, when ethdev publishes them.
+        self.tx_watch.clear();
         Ok(())
     }
 
@@ -394,6 +401,11 @@ impl Port {
         let ret = unsafe { dpdk_sys::rte_eth_dev_start(self.id.0) };
         check("rte_eth_dev_start", || self.name.clone(), ret)?;
         self.started = true;
+        if self.tx_watch.is_empty() {
+            self.tx_watch = (0..self.queues)
+                .map(|q| TxWatch::memif(self.id, q).map(Arc::new))
+                .collect();
+        }
         Ok(())
     }
 
@@ -504,6 +516,25 @@ impl Port {
             port: self.id,
             queue: QueueId(q),
         })
+    }
+    /// Where tx queue `q`'s consumer shows its progress, if the PMD lets us see it.
+    pub fn tx_watch(&self, q: u16) -> Option<Arc<TxWatch>> {
+        self.tx_watch.get(q as usize).cloned().flatten()
+    }
+    /// TSC since which a data core has seen a tx queue's consumer stopped (the earliest; 0:
+    /// none has).
+    pub fn stalled_since(&self) -> u64 {
+        self.tx_watch
+            .iter()
+            .flatten()
+            .map(|w| w.stalled_since())
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(0)
+    }
+    /// Forget the queues' stalls (the device rejoins; no table names it now).
+    pub fn reset_stalls(&self) {
+        self.tx_watch.iter().flatten().for_each(|w| w.reset());
     }
 }
 

@@ -23,6 +23,8 @@ pub enum Detector {
     DataCore = 3,
     /// The control thread's health check (link polling, tx stall).
     HealthCheck = 4,
+    /// The data core: the tx queue's consumer stopped taking frames ([`crate::TxWatch`]).
+    PeerStalled = 5,
 }
 
 impl Detector {
@@ -32,6 +34,7 @@ impl Detector {
             2 => Detector::Removal,
             3 => Detector::DataCore,
             4 => Detector::HealthCheck,
+            5 => Detector::PeerStalled,
             _ => return None,
         })
     }
@@ -42,6 +45,7 @@ impl Detector {
             Detector::Removal => "removal interrupt",
             Detector::DataCore => "data core (tx refused)",
             Detector::HealthCheck => "health check",
+            Detector::PeerStalled => "data core (peer stopped draining)",
         }
     }
 }
@@ -136,11 +140,15 @@ impl DeviceHealth {
     /// Mark the device down. Only the first detector of a failure is recorded; returns whether
     /// this call was it.
     pub fn mark_down(&self, by: Detector) -> bool {
-        let now = rdtsc().max(1);
+        self.mark_down_at(by, rdtsc())
+    }
+    /// [`Self::mark_down`] for a failure seen at TSC `at` (a data core's stall verdict, made
+    /// official later by the control thread).
+    pub fn mark_down_at(&self, by: Detector, at: u64) -> bool {
         if self
             .down
             .at
-            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(0, at.max(1), Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             self.down.by.store(by as u8, Ordering::Release);
@@ -205,6 +213,16 @@ impl DeviceHealth {
         self.mark_down(Detector::Removal);
     }
 
+    /// Data core: a tentative reroute ended (the consumer moves again), so the next one is
+    /// recorded afresh.
+    #[cold]
+    pub(crate) fn reroute_ended(&self) {
+        if !self.is_down() {
+            self.watch.rerouted_at.store(0, Ordering::Relaxed);
+            self.watch.first_tx_at.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Data core, on a burst turned to the backup (`sent` of it accepted): true the first time
     /// for this failure (the moment to tell the control thread).
     #[inline(always)]
@@ -233,6 +251,9 @@ fn refused_too_long(h: &DeviceHealth) {
 pub enum DpEvent {
     /// Transmission of a vNIC queue moved from `from`'s port to the backup `to` at TSC `at`.
     Rerouted { from: PortId, to: PortId, at: u64 },
+    /// The same, tentatively: `from`'s consumer stopped taking frames (its link reads up). The
+    /// data core goes back to `from` by itself if the consumer moves again.
+    Stalled { from: PortId, to: PortId, at: u64 },
 }
 
 /// A data core's events for the control thread (DESIGN §2): a bounded lock-free queue the core

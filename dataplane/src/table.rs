@@ -4,6 +4,7 @@
 use crate::port::{RxQueue, TxQueue};
 use crate::reroute::{Backup, DeviceHealth};
 use crate::ring::Ring;
+use crate::txwatch::TxWatch;
 use std::sync::Arc;
 
 /// Index of a vNIC's counter slot on a data core.
@@ -83,8 +84,10 @@ pub struct QueueEntry {
     /// Where to transmit the moment the active device is down.
     pub(crate) backup: Option<Backup>,
     /// TSC ticks of refused-everything after which the data core marks the active device down
-    /// (0: it never does).
+    /// (0: it never does), and of a consumer standing still after which it turns to the backup.
     pub(crate) refuse_window: u64,
+    /// Where the active tx queue's consumer shows its progress (memif); only with a backup.
+    pub(crate) watch: Option<Arc<TxWatch>>,
 }
 
 impl QueueEntry {
@@ -115,6 +118,7 @@ impl QueueEntry {
             health: None,
             backup: None,
             refuse_window: 0,
+            watch: None,
         }
     }
     /// Fast reroute: the active device's flag `health`, the entry's backup, and how long the
@@ -135,6 +139,13 @@ impl QueueEntry {
             None => 0,
         };
         self.backup = backup;
+        self
+    }
+    /// Watch the active tx queue's consumer (see [`TxWatch`]): once it stands still with frames
+    /// waiting for the refuse window, the data core transmits on the backup until it moves
+    /// again. Needs a backup and a refuse window ([`Self::with_reroute`]); ignored otherwise.
+    pub fn with_tx_watch(mut self, watch: Option<Arc<TxWatch>>) -> Self {
+        self.watch = watch.filter(|_| self.refuse_window > 0 && self.backup.is_some());
         self
     }
     /// Also receive from `rx` (a standby backing device's queue).

@@ -1,5 +1,5 @@
 //! The client → VF direction of the poll loop: which tx queue (the active device's, or its
-//! backup's once the device reads down: fast reroute), shm frames held in the client's ring
+//! backup's once the device reads down or its consumer is seen stopped: fast reroute), shm frames held in the client's ring
 //! when the device refuses them, the spoof check, and the data core's refuse-window
 //! bookkeeping.
 use crate::counters::{bump, VnicCounters};
@@ -7,41 +7,57 @@ use crate::mbuf::{sum_bytes, Burst};
 use crate::port::TxQueue;
 use crate::reroute::{Backup, DeviceHealth, DpEvent, Events};
 use crate::table::{ClientSide, QueueEntry};
+use crate::txwatch::Verdict;
 use crate::vhost::VhostQueue;
 
+/// Which device a burst goes to.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    /// The active device (with its flag, if the entry has one).
+    Active(Option<&'a DeviceHealth>),
+    /// The backup, because the active device (this flag) is down or its consumer stopped.
+    Backup(&'a DeviceHealth),
+}
+
 /// The queue to transmit on: the active device's, or the backup's from the burst on which the
-/// active one reads down (the first such burst tells the control thread).
+/// active one reads down or its consumer is seen stopped (the first such burst tells the
+/// control thread).
 #[inline(always)]
-fn pick_tx<'a>(q: &'a QueueEntry, ev: &Events, now: u64) -> (TxQueue, Option<&'a DeviceHealth>) {
-    if let Some(h) = q.health.as_deref() {
-        if h.is_down() {
-            if let Some(b) = q.backup.as_ref().filter(|b| !b.health.is_down()) {
-                return rerouted(h, b, ev, now);
-            }
+fn pick_tx<'a>(q: &'a QueueEntry, ev: &Events, now: u64) -> (TxQueue, Via<'a>) {
+    let Some(h) = q.health.as_deref() else {
+        return (q.tx, Via::Active(None));
+    };
+    let stalled = match q.watch.as_deref().map(|w| w.look(now, q.refuse_window)) {
+        Some(Verdict::Stalled) => true,
+        Some(Verdict::Resumed) => {
+            h.reroute_ended();
+            false
+        }
+        Some(Verdict::Moving) | None => false,
+    };
+    if stalled || h.is_down() {
+        if let Some(b) = q.backup.as_ref().filter(|b| !b.health.is_down()) {
+            return rerouted(h, b, ev, now);
         }
     }
-    (q.tx, q.health.as_deref())
+    (q.tx, Via::Active(Some(h)))
 }
 
 #[cold]
 #[inline(never)]
-fn rerouted<'a>(
-    h: &'a DeviceHealth,
-    b: &'a Backup,
-    ev: &Events,
-    now: u64,
-) -> (TxQueue, Option<&'a DeviceHealth>) {
+fn rerouted<'a>(h: &'a DeviceHealth, b: &'a Backup, ev: &Events, now: u64) -> (TxQueue, Via<'a>) {
     // A fresh stamp (this path is cold): `now` is the end of the previous pass, which can
     // precede the moment the device was marked down, and the reroute would seem to come first.
     let now = crate::eal::rdtsc().max(now);
     if h.note_rerouted(now, 0) {
-        ev.push(DpEvent::Rerouted {
-            from: h.port(),
-            to: b.health.port(),
-            at: now,
+        let (from, to) = (h.port(), b.health.port());
+        ev.push(if h.is_down() {
+            DpEvent::Rerouted { from, to, at: now }
+        } else {
+            DpEvent::Stalled { from, to, at: now }
         });
     }
-    (b.tx, Some(h))
+    (b.tx, Via::Backup(h))
 }
 
 /// Client tx side → VF tx burst; returns frames taken from the client. Frames a shm client's
@@ -56,9 +72,9 @@ pub(crate) fn forward_tx(
     ev: &Events,
     now: u64,
 ) -> u64 {
-    let (tx, health) = pick_tx(q, ev, now);
+    let (tx, via) = pick_tx(q, ev, now);
     let n = match &q.client {
-        ClientSide::Rings(r) => return tx_from_ring(q, r.from_client_raw, tx, health, c, b, now),
+        ClientSide::Rings(r) => return tx_from_ring(q, r.from_client_raw, tx, via, c, b, now),
         ClientSide::Vhost(v) => vhost_dequeue(v, b),
         ClientSide::Ethdev(e) => e.rx.rx_burst(b),
     };
@@ -77,7 +93,7 @@ pub(crate) fn forward_tx(
     let bytes = sum_bytes(b);
     let len = b.len;
     let (sent, dropped) = tx.tx_burst(b);
-    note_tx(q, health, len, sent, now);
+    note_tx(q, via, len, sent, now);
     bump(&c.tx_packets, sent as u64);
     bump(&c.tx_bytes, bytes);
     if dropped > 0 {
@@ -86,17 +102,15 @@ pub(crate) fn forward_tx(
     n as u64
 }
 
-/// Health bookkeeping after a burst of `n` met `sent` accepted on `health`'s device (the
-/// active one, or its backup once rerouted).
+/// Health bookkeeping after a burst of `n` met `sent` accepted on the device `via` names.
 #[inline(always)]
-fn note_tx(q: &QueueEntry, health: Option<&DeviceHealth>, n: usize, sent: usize, now: u64) {
-    if let Some(h) = health {
-        if h.is_down() {
-            // Rerouted: the backup took this burst.
+fn note_tx(q: &QueueEntry, via: Via, n: usize, sent: usize, now: u64) {
+    match via {
+        Via::Backup(h) => {
             h.note_rerouted(now, sent);
-        } else {
-            h.note_tx(n, sent, now, q.refuse_window);
         }
+        Via::Active(Some(h)) if !h.is_down() => h.note_tx(n, sent, now, q.refuse_window),
+        Via::Active(_) => {}
     }
 }
 
@@ -107,7 +121,7 @@ fn tx_from_ring(
     q: &QueueEntry,
     ring: *mut dpdk_sys::rte_ring,
     tx: TxQueue,
-    health: Option<&DeviceHealth>,
+    via: Via,
     c: &VnicCounters,
     b: &mut Burst,
     now: u64,
@@ -122,13 +136,13 @@ fn tx_from_ring(
     b.len = n;
     if let Some(mac) = q.spoof_mac {
         if first_spoofed(b, &mac).is_some() {
-            return tx_from_ring_spoofed(q, ring, tx, health, c, b, now, &mac);
+            return tx_from_ring_spoofed(q, ring, tx, via, c, b, now, &mac);
         }
     }
     let sent = send_held(tx, b, c);
     // SAFETY: sent <= n peeked entries; the device owns those now.
     unsafe { crate::spsc::commit(ring, sent as u32) };
-    note_tx(q, health, n, sent, now);
+    note_tx(q, via, n, sent, now);
     sent as u64
 }
 
@@ -177,7 +191,7 @@ fn tx_from_ring_spoofed(
     q: &QueueEntry,
     ring: *mut dpdk_sys::rte_ring,
     tx: TxQueue,
-    health: Option<&DeviceHealth>,
+    via: Via,
     c: &VnicCounters,
     b: &mut Burst,
     now: u64,
@@ -211,7 +225,7 @@ fn tx_from_ring_spoofed(
         crate::mbuf::free_tail(&mut bad, 0, nbad);
         bump(&c.spoof_drops, nbad as u64);
     }
-    note_tx(q, health, good, sent, now);
+    note_tx(q, via, good, sent, now);
     upto as u64
 }
 

@@ -166,7 +166,7 @@ fn a_device_marked_down_loses_its_traffic_to_the_backup_at_once_without_a_new_ta
             to: r.b.id(),
             at: match ev.first() {
                 Some(DpEvent::Rerouted { at, .. }) => *at,
-                None => 0,
+                _ => 0,
             }
         }],
         "one event per failure"

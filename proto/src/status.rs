@@ -191,6 +191,10 @@ pub struct BackingStatus {
     /// How long it has been usable without interruption (ms), if it is.
     pub healthy_ms: Option<u64>,
     pub last_failure: Option<String>,
+    /// Times a data core saw its consumer stop taking frames and sent on the backup meanwhile
+    /// (each either ended by itself or became a failure).
+    #[serde(default)]
+    pub tx_stalls: u64,
 }
 
 /// Status of a vNIC.

@@ -495,8 +495,10 @@ fn show(v: &VnicStatus) {
         }
     }
     let mut t = table(
-        &["BACKING", "PRIO", "STATE", "LINK", "PORT", "DEVARGS"],
-        &[1],
+        &[
+            "BACKING", "PRIO", "STATE", "LINK", "STALLS", "PORT", "DEVARGS",
+        ],
+        &[1, 4],
     );
     for b in &v.backing {
         let (state, reason) = state_word(&b.state);
@@ -507,6 +509,7 @@ fn show(v: &VnicStatus) {
                 .map(|r| format!("{state} ({r})"))
                 .unwrap_or(state.into()),
             if b.link_up { "up" } else { "down" }.into(),
+            b.tx_stalls.to_string(),
             b.port_label.clone(),
             b.devargs.clone(),
         ]);

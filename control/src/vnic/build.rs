@@ -86,6 +86,7 @@ pub(crate) fn build_backing(
         release: false,
         failed_at: None,
         tx_failure: false,
+        tx_stalls: 0,
     };
     let failed = |bk: &mut Backing, err: vnic_dataplane::Error| {
         let e = err.to_string();

@@ -64,6 +64,8 @@ pub(crate) struct Backing {
     /// It failed because its tx queue refused frames while the link read up: nothing but time
     /// shows it recovered, so it rejoins only after the hold-down.
     pub(crate) tx_failure: bool,
+    /// Times a data core saw its consumer stop and sent on the backup meanwhile.
+    pub(crate) tx_stalls: u64,
 }
 
 impl Backing {
@@ -71,6 +73,13 @@ impl Backing {
     /// to the backup at once); true if it was not failed already.
     pub(crate) fn fail(&mut self, why: &str, now: Instant) -> bool {
         if let Some(p) = &self.port {
+            // A data core that saw its consumer stop saw the failure first (whatever makes it
+            // official now: the link going down, the stall lasting): date it from then.
+            let stalled = p.stalled_since();
+            if stalled != 0 {
+                p.health()
+                    .mark_down_at(vnic_dataplane::Detector::PeerStalled, stalled);
+            }
             p.health().mark_down(vnic_dataplane::Detector::HealthCheck);
         }
         if matches!(self.state, BackingState::Failed(_)) {
