@@ -544,6 +544,10 @@ fn metrics_on_a_unix_socket() {
         body.contains("vnicd_backing_link_up{vnic=\"vnic0\",backing=\"a\"} 1"),
         "{body}"
     );
+    assert!(
+        body.contains("vnicd_backing_tx_stalls_total{vnic=\"vnic0\",backing=\"a\"} "),
+        "{body}"
+    );
     vd.signal(libc::SIGTERM);
     assert!(vd.wait_timeout(Duration::from_secs(20)).unwrap().success());
 }

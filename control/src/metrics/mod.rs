@@ -398,6 +398,7 @@ impl StatusCollector {
         let mut state = Vec::new();
         let mut link = Vec::new();
         let mut prio = Vec::new();
+        let mut stalls = Vec::new();
         for v in &self.0.vnics {
             for b in &v.backing {
                 let l: Labels = vec![("vnic", v.name.clone()), ("backing", b.name.clone())];
@@ -408,6 +409,7 @@ impl StatusCollector {
                     state.push((lb, (st == now) as u8 as f64));
                 }
                 link.push((l.clone(), b.link_up as u8 as f64));
+                stalls.push((l.clone(), b.tx_stalls));
                 prio.push((l, b.priority as f64));
             }
         }
@@ -427,6 +429,15 @@ impl StatusCollector {
                 "1 when the backing device's link is up",
                 None,
                 link,
+            ),
+        )?;
+        family(
+            e,
+            counter(
+                "backing_tx_stalls",
+                "Times the data core saw the device's peer stop taking frames and sent on the backup meanwhile",
+                None,
+                stalls,
             ),
         )?;
         family(
