@@ -319,11 +319,12 @@ pub(crate) fn summarize(
     }
     for s in summaries.iter().filter(|s| s.dut != Dut::TestpmdIo) {
         goals.push(format!(
-            "closed loop {} {}: {:.3} x testpmd io (median per-round ratio); goal >= 0.95 {}",
+            "closed loop {} {}: {:.3} x testpmd io (median per-round ratio); goal >= {} {}",
             s.scenario.name(),
             s.dut.name(),
             s.median_round_ratio,
-            if s.median_round_ratio >= 0.95 {
+            crate::goals::VS_TESTPMD_IO,
+            if s.median_round_ratio >= crate::goals::VS_TESTPMD_IO {
                 "met"
             } else {
                 "NOT met"
