@@ -12,7 +12,7 @@
 //! caller is its only producer (enqueue) or only consumer (dequeue, peek, commit).
 use dpdk_sys::{rte_mbuf, rte_ring};
 use std::ptr::addr_of_mut;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 type Slot = *mut rte_mbuf;
 
@@ -121,31 +121,6 @@ pub unsafe fn dequeue(r: *mut rte_ring, objs: *mut Slot, n: u32) -> u32 {
     }
 }
 
-/// Copy `n` slots: four at a time (one 32-byte move each), then one at a time. Not one
-/// `copy_nonoverlapping` of length `n`: LLVM turns a copy of variable length into a call to
-/// libc's `memcpy`, whose call and start-up cost more than the copy itself (4 % of the data
-/// core's time on the net_null loop, four copies per burst). The tail's relaxed atomic moves
-/// are plain `mov`s that LLVM does not fold back into a `memcpy`. (DPDK's ring copies with an
-/// unrolled loop for the same reason.)
-#[inline(always)]
-unsafe fn copy_slots(src: *const Slot, dst: *mut Slot, n: usize) {
-    let quads = n / 4;
-    for q in 0..quads {
-        // SAFETY: the caller passes n valid slots on both sides; 4 * q + 4 <= n.
-        unsafe {
-            let v = std::ptr::read_unaligned(src.add(4 * q) as *const [Slot; 4]);
-            std::ptr::write_unaligned(dst.add(4 * q) as *mut [Slot; 4], v);
-        }
-    }
-    for i in 4 * quads..n {
-        // SAFETY: as above; a slot is pointer-sized and aligned, as AtomicPtr is.
-        unsafe {
-            let v = AtomicPtr::from_ptr(src.add(i) as *mut Slot).load(Ordering::Relaxed);
-            AtomicPtr::from_ptr(dst.add(i)).store(v, Ordering::Relaxed);
-        }
-    }
-}
-
 #[inline(always)]
 unsafe fn copy_in(r: *mut rte_ring, head: u32, objs: *const Slot, n: u32) {
     // SAFETY: caller reserved [head, head + n); the array has `size` slots and wraps at `mask`.
@@ -153,8 +128,8 @@ unsafe fn copy_in(r: *mut rte_ring, head: u32, objs: *const Slot, n: u32) {
         let (size, idx) = ((*r).size, head & (*r).mask);
         let ring = slots(r);
         let first = n.min(size - idx) as usize;
-        copy_slots(objs, ring.add(idx as usize), first);
-        copy_slots(objs.add(first), ring, n as usize - first);
+        std::ptr::copy_nonoverlapping(objs, ring.add(idx as usize), first);
+        std::ptr::copy_nonoverlapping(objs.add(first), ring, n as usize - first);
     }
 }
 
@@ -165,7 +140,7 @@ unsafe fn copy_out(r: *mut rte_ring, head: u32, objs: *mut Slot, n: u32) {
         let (size, idx) = ((*r).size, head & (*r).mask);
         let ring = slots(r);
         let first = n.min(size - idx) as usize;
-        copy_slots(ring.add(idx as usize), objs, first);
-        copy_slots(ring, objs.add(first), n as usize - first);
+        std::ptr::copy_nonoverlapping(ring.add(idx as usize), objs, first);
+        std::ptr::copy_nonoverlapping(ring, objs.add(first), n as usize - first);
     }
 }
