@@ -110,12 +110,12 @@ int vnic_memif_txw_init(uint16_t port, uint16_t queue, struct vnic_memif_txw *w)
 	w->proc = dev->process_private;
 	w->server = q->type == 1;
 	/* Connected now: the ring must carry the protocol's cookie. */
-	uint16_t peer;
-	int n = vnic_memif_txw_read(w, &peer);
+	uint16_t peer, own;
+	int n = vnic_memif_txw_read(w, &peer, &own);
 	return n >= 0 || n == -ENOTCONN ? 0 : -EPROTO;
 }
 
-int vnic_memif_txw_read(const struct vnic_memif_txw *w, uint16_t *peer)
+int vnic_memif_txw_read(const struct vnic_memif_txw *w, uint16_t *peer, uint16_t *own)
 {
 	const struct w_queue *q = (const struct w_queue *)w->queue;
 	const struct w_proc *p = (const struct w_proc *)w->proc;
@@ -139,9 +139,11 @@ int vnic_memif_txw_read(const struct vnic_memif_txw *w, uint16_t *peer)
 	if (w->server) {
 		/* S2C: the client hands buffers back by moving head; we fill from tail. */
 		*peer = head;
+		*own = tail;
 		return (uint16_t)(size - (uint16_t)(head - tail));
 	}
 	/* C2S: we fill from head, the server takes up to tail. */
 	*peer = tail;
+	*own = head;
 	return (uint16_t)(head - tail);
 }

@@ -44,6 +44,6 @@ struct vnic_memif_txw {
 	uint8_t server;
 };
 int vnic_memif_txw_init(uint16_t port, uint16_t queue, struct vnic_memif_txw *w);
-int vnic_memif_txw_read(const struct vnic_memif_txw *w, uint16_t *peer);
+int vnic_memif_txw_read(const struct vnic_memif_txw *w, uint16_t *peer, uint16_t *own);
 
 #endif

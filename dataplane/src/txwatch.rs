@@ -22,6 +22,9 @@ struct State {
     last_peer: AtomicU32,
     /// TSC since which the index has not moved while frames waited.
     still_since: AtomicU64,
+    /// Our own index then: a stall needs frames written since (for a server's S2C ring,
+    /// "waiting" also counts buffers the client never handed over, which is no stall).
+    own_at_still: AtomicU32,
     /// TSC when the data core concluded the consumer stopped; 0 while it is moving.
     stalled_since: AtomicU64,
 }
@@ -29,13 +32,13 @@ struct State {
 const SEEN: u32 = 1 << 16;
 
 impl State {
-    /// One look at the consumer (`pending` frames written and not taken, `peer` its index;
-    /// `None`: the ring cannot be read now, e.g. disconnected): stalled once frames waited and
-    /// its index stayed for `window` ticks, until it moves. An unreadable ring keeps the
-    /// verdict: a disconnect is the control thread's to judge.
-    fn look(&self, seen: Option<(u16, u16)>, now: u64, window: u64) -> Verdict {
+    /// One look at the consumer (`pending` frames written and not taken, `peer` its index,
+    /// `own` ours; `None`: the ring cannot be read now, e.g. disconnected): stalled once frames
+    /// waited, we wrote more, and its index stayed for `window` ticks, until it moves. An
+    /// unreadable ring keeps the verdict: a disconnect is the control thread's to judge.
+    fn look(&self, seen: Option<Seen>, now: u64, window: u64) -> Verdict {
         let stalled = self.stalled_since.load(Ordering::Relaxed);
-        let Some((pending, peer)) = seen else {
+        let Some(Seen { pending, peer, own }) = seen else {
             return if stalled != 0 {
                 Verdict::Stalled
             } else {
@@ -46,6 +49,7 @@ impl State {
         if pending == 0 || peer != self.last_peer.load(Ordering::Relaxed) {
             self.last_peer.store(peer, Ordering::Relaxed);
             self.still_since.store(now, Ordering::Relaxed);
+            self.own_at_still.store(own as u32, Ordering::Relaxed);
             if stalled != 0 {
                 self.stalled_since.store(0, Ordering::Relaxed);
                 return Verdict::Resumed;
@@ -55,12 +59,25 @@ impl State {
         if stalled != 0 {
             return Verdict::Stalled;
         }
+        if own as u32 == self.own_at_still.load(Ordering::Relaxed) {
+            // Nothing written since it last moved: the clock has not started.
+            self.still_since.store(now, Ordering::Relaxed);
+            return Verdict::Moving;
+        }
         if now.wrapping_sub(self.still_since.load(Ordering::Relaxed)) >= window {
             self.stalled_since.store(now.max(1), Ordering::Relaxed);
             return Verdict::Stalled;
         }
         Verdict::Moving
     }
+}
+
+/// What the ring showed: frames written and not taken, the consumer's index, ours.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    pending: u16,
+    peer: u16,
+    own: u16,
 }
 
 /// What one look at a consumer found.
@@ -124,11 +141,13 @@ impl TxWatch {
     /// still for `window` ticks).
     #[inline(always)]
     pub(crate) fn look(&self, now: u64, window: u64) -> Verdict {
-        let mut peer = 0u16;
+        let (mut peer, mut own) = (0u16, 0u16);
         // SAFETY: `raw` was filled by vnic_memif_txw_init for this live port (see the Send
         // impl); the read checks the PMD's connected flag before it touches the ring.
-        let n = unsafe { dpdk_sys::vnic_memif_txw_read(&self.raw, &mut peer) };
-        let seen = u16::try_from(n).ok().map(|pending| (pending, peer));
+        let n = unsafe { dpdk_sys::vnic_memif_txw_read(&self.raw, &mut peer, &mut own) };
+        let seen = u16::try_from(n)
+            .ok()
+            .map(|pending| Seen { pending, peer, own });
         self.state.look(seen, now, window)
     }
 
@@ -146,27 +165,33 @@ impl TxWatch {
 
 #[cfg(test)]
 mod tests {
-    use super::{State, Verdict::*};
+    use super::{Seen, State, Verdict::*};
+
+    /// `pending` frames waiting behind consumer index `peer`; our index `own`.
+    fn at(pending: u16, peer: u16, own: u16) -> Option<Seen> {
+        Some(Seen { pending, peer, own })
+    }
 
     #[test]
     fn a_consumer_that_keeps_taking_never_stalls() {
         let s = State::default();
         for t in 0..100u64 {
             // 10 frames waiting at every look, but the index moves every 5 looks (50 ticks).
-            assert_eq!(Moving, s.look(Some((10, (t / 5) as u16)), t * 10, 100));
+            let own = t as u16;
+            assert_eq!(Moving, s.look(at(10, (t / 5) as u16, own), t * 10, 100));
         }
     }
 
     #[test]
     fn frames_waiting_and_an_index_still_for_the_window_is_a_stall_until_it_moves() {
         let s = State::default();
-        assert_eq!(Moving, s.look(Some((0, 7)), 0, 100), "nothing waiting");
+        assert_eq!(Moving, s.look(at(0, 7, 7), 0, 100), "nothing waiting");
         // The clock runs from the last look with nothing waiting.
-        assert_eq!(Moving, s.look(Some((3, 7)), 40, 100));
-        assert_eq!(Moving, s.look(Some((3, 7)), 99, 100));
+        assert_eq!(Moving, s.look(at(3, 7, 10), 40, 100));
+        assert_eq!(Moving, s.look(at(3, 7, 10), 99, 100));
         assert_eq!(
             Stalled,
-            s.look(Some((5, 7)), 100, 100),
+            s.look(at(5, 7, 12), 100, 100),
             "100 ticks still with frames waiting"
         );
         assert_eq!(
@@ -178,10 +203,10 @@ mod tests {
             s.look(None, 500, 100),
             "unreadable (disconnected) keeps the verdict"
         );
-        assert_eq!(Stalled, s.look(Some((5, 7)), 600, 100));
+        assert_eq!(Stalled, s.look(at(5, 7, 12), 600, 100));
         assert_eq!(
             Resumed,
-            s.look(Some((4, 8)), 610, 100),
+            s.look(at(4, 8, 12), 610, 100),
             "it moved: back to the device"
         );
         assert_eq!(
@@ -198,10 +223,23 @@ mod tests {
     #[test]
     fn an_idle_queue_starts_its_clock_when_frames_go_in() {
         let s = State::default();
-        assert_eq!(Moving, s.look(Some((0, 1)), 0, 100));
+        assert_eq!(Moving, s.look(at(0, 1, 1), 0, 100));
         // A long quiet time, then frames wait behind an index that was last seen long ago.
-        assert_eq!(Moving, s.look(Some((0, 1)), 10_000, 100));
-        assert_eq!(Moving, s.look(Some((2, 1)), 10_050, 100));
-        assert_eq!(Stalled, s.look(Some((2, 1)), 10_100, 100));
+        assert_eq!(Moving, s.look(at(0, 1, 1), 10_000, 100));
+        assert_eq!(Moving, s.look(at(2, 1, 3), 10_050, 100));
+        assert_eq!(Stalled, s.look(at(2, 1, 3), 10_100, 100));
+    }
+
+    #[test]
+    fn slots_a_server_never_filled_are_not_frames_waiting() {
+        // A server's S2C ring: the client handed over only part of the ring, so "waiting" reads
+        // non-zero while nothing was sent. Without a frame written since the index last moved
+        // it is no stall, however long it lasts.
+        let s = State::default();
+        assert_eq!(Moving, s.look(at(24, 1000, 976), 0, 100));
+        assert_eq!(Moving, s.look(at(24, 1000, 976), 5_000, 100));
+        // A frame goes out and the client takes nothing for the window: that is one.
+        assert_eq!(Moving, s.look(at(25, 1000, 977), 5_010, 100));
+        assert_eq!(Stalled, s.look(at(25, 1000, 977), 5_100, 100));
     }
 }
