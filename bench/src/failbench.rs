@@ -215,29 +215,13 @@ fn attempt(vnicd: &Path, dir: &Path, fault: Fault, rate: u64, seq: usize) -> Res
     })?;
     std::thread::sleep(Duration::from_millis(500));
     let v = vnic0(dir)?;
-    client.signal(libc::SIGINT);
-    client
-        .wait_timeout(Duration::from_secs(5))
-        .ok_or("vnic-client did not stop")?;
-    client.child.take();
-    let text = err.join().unwrap_or_default();
-    // "vnic-client: detached (...); rx N tx N drops D in S s"
-    let num = |key: &str| -> Option<u64> {
-        let line = text.lines().rev().find(|l| l.contains("detached ("))?;
-        line.split(key)
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
-    let sent = num(" tx ").ok_or("no client summary")?;
+    let (sent, client_rx) = vnicd::stop_client(&mut client, err, Duration::from_secs(5))?;
     // A tap reflects nothing: what reached a live receiver is what its kernel side took in
     // before the link went down plus what reached b's peer.
     let received = if fault == Fault::LinkDown {
         tap_rx(&tap)? + pb.port_stats()?[0].rx_packets
     } else {
-        num(" rx ").ok_or("no client summary")?
+        client_rx
     };
     vd.stop(Duration::from_secs(10));
     drop(pb);

@@ -106,6 +106,36 @@ pub enum Output {
     ShowErrors,
 }
 
+/// Stop a `vnic-client` (SIGINT) and read what it said it sent and got back from its last
+/// summary line ("vnic-client: detached (...); rx N tx N drops D in S s"): (sent, received).
+pub fn stop_client(
+    c: &mut Guard,
+    stderr: std::thread::JoinHandle<String>,
+    timeout: Duration,
+) -> Res<(u64, u64)> {
+    c.signal(libc::SIGINT);
+    c.wait_timeout(timeout).ok_or("vnic-client did not stop")?;
+    c.child.take();
+    let text = stderr.join().unwrap_or_default();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("detached ("))
+        .ok_or_else(|| format!("no client summary in {text:?}"))?;
+    let num = |key: &str| -> Option<u64> {
+        line.split(key)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    match (num(" tx "), num(" rx ")) {
+        (Some(tx), Some(rx)) => Ok((tx, rx)),
+        _ => Err(format!("no counts in the client summary {line:?}").into()),
+    }
+}
+
 /// Start `vnic-client MODE --vnic VNIC --socket SOCKET --cpu CPU --quiet EXTRA…`, the binary
 /// next to `vnicd`.
 pub fn client(

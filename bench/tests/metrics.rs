@@ -177,27 +177,7 @@ fn source(r: &mut Rig, rate: u64) -> (Guard, std::thread::JoinHandle<String>) {
 
 /// Stop the source and return (sent, received) from its last line.
 fn stop_source(mut c: Guard, err: std::thread::JoinHandle<String>) -> (u64, u64) {
-    c.signal(libc::SIGINT);
-    c.wait_timeout(Duration::from_secs(10))
-        .expect("vnic-client stops");
-    c.child.take();
-    let text = err.join().unwrap();
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.contains("detached ("))
-        .unwrap_or_else(|| panic!("no client summary in {text}"));
-    let num = |k: &str| -> u64 {
-        line.split(k)
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (num(" tx "), num(" rx "))
+    vnicd::stop_client(&mut c, err, Duration::from_secs(10)).unwrap()
 }
 
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {

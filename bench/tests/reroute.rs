@@ -184,7 +184,8 @@ fn run(fault: Fault) {
         assert_eq!(v["active_backing"], "a", "{v}");
         assert_eq!(v["backing"][0]["state"], "active", "{v}");
         assert!(v["backing"][0]["tx_stalls"].as_u64() >= Some(1), "{v}");
-        let (sent, received) = stop_client(&mut client, client_err);
+        let (sent, received) =
+            vnicd::stop_client(&mut client, client_err, Duration::from_secs(5)).unwrap();
         assert_eq!(received, sent, "frames lost across the pause");
         let st = vd.stop(Duration::from_secs(20));
         let errs = vd_err.join().unwrap_or_default();
@@ -316,33 +317,6 @@ fn wait_rx(p: &mut Testpmd, n: u64, what: &str) {
         assert!(Instant::now() < end, "{what}: {now} of {n} frames in 10 s");
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// Stop a `vnic-client source` and read its summary: (sent, received back).
-fn stop_client(client: &mut Guard, err: std::thread::JoinHandle<String>) -> (u64, u64) {
-    client.signal(libc::SIGINT);
-    client
-        .wait_timeout(Duration::from_secs(5))
-        .expect("client stops");
-    client.child.take();
-    let text = err.join().unwrap_or_default();
-    // "vnic-client: detached (...); rx N tx N drops D in S s"
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.contains("detached ("))
-        .unwrap_or_else(|| panic!("no client summary in {text}"));
-    let num = |key: &str| -> u64 {
-        line.split(key)
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (num(" tx "), num(" rx "))
 }
 
 #[test]
