@@ -32,6 +32,11 @@ pub struct TrialResult {
     pub seconds: f64,
     /// Send attempts.
     pub offered: u64,
+    /// Frames of the schedule never attempted: the generator fell further behind than its
+    /// backlog allows (its CPU stalled) and dropped that backlog rather than burst to catch
+    /// up. `offered + skipped` is what the rate asked for.
+    #[serde(default)]
+    pub skipped: u64,
     /// Attempts the DUT's port refused (its ring full: back-pressure).
     pub refused: u64,
     /// What the DUT took (`offered - refused`).

@@ -118,6 +118,8 @@ struct TrialResult {
     seconds: f64,
     /// Send attempts (frames built and handed to the port).
     offered: u64,
+    /// Frames of the schedule skipped when the generator fell too far behind (its CPU stalled).
+    skipped: u64,
     /// Attempts the port refused (its ring full: the DUT's back-pressure).
     refused: u64,
     /// Frames the port took: `offered - refused`, what really went to the DUT.
@@ -623,6 +625,7 @@ fn trial(
         rate,
         seconds: elapsed,
         offered: c.offered,
+        skipped: c.behind,
         refused: c.refused,
         sent,
         received: c.received,
