@@ -213,6 +213,12 @@ impl DeviceHealth {
         self.mark_down(Detector::Removal);
     }
 
+    /// Data core: whether this failure's transmission already moved to the backup.
+    #[inline(always)]
+    pub(crate) fn is_rerouted(&self) -> bool {
+        self.watch.rerouted_at.load(Ordering::Relaxed) != 0
+    }
+
     /// Data core: a tentative reroute ended (the consumer moves again), so the next one is
     /// recorded afresh.
     #[cold]

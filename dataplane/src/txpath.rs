@@ -1,7 +1,7 @@
 //! The client → VF direction of the poll loop: which tx queue (the active device's, or its
-//! backup's once the device reads down or its consumer is seen stopped: fast reroute), shm frames held in the client's ring
-//! when the device refuses them, the spoof check, and the data core's refuse-window
-//! bookkeeping.
+//! backup's once the device reads down or its consumer is seen stopped: fast reroute), shm
+//! frames held in the client's ring when the device refuses them, the spoof check, and the data
+//! core's refuse-window bookkeeping.
 use crate::counters::{bump, VnicCounters};
 use crate::mbuf::{sum_bytes, Burst};
 use crate::port::TxQueue;
@@ -46,16 +46,20 @@ fn pick_tx<'a>(q: &'a QueueEntry, ev: &Events, now: u64) -> (TxQueue, Via<'a>) {
 #[cold]
 #[inline(never)]
 fn rerouted<'a>(h: &'a DeviceHealth, b: &'a Backup, ev: &Events, now: u64) -> (TxQueue, Via<'a>) {
-    // A fresh stamp (this path is cold): `now` is the end of the previous pass, which can
-    // precede the moment the device was marked down, and the reroute would seem to come first.
-    let now = crate::eal::rdtsc().max(now);
-    if h.note_rerouted(now, 0) {
-        let (from, to) = (h.port(), b.health.port());
-        ev.push(if h.is_down() {
-            DpEvent::Rerouted { from, to, at: now }
-        } else {
-            DpEvent::Stalled { from, to, at: now }
-        });
+    // The first burst of a reroute takes a fresh stamp: `now` is the end of the previous pass,
+    // which can precede the moment the device was marked down, and the reroute would seem to
+    // come first. Later bursts (a tentative reroute can last until `tx_stall_ms`) do not pay
+    // for another `rdtsc`.
+    if !h.is_rerouted() {
+        let at = crate::eal::rdtsc().max(now);
+        if h.note_rerouted(at, 0) {
+            let (from, to) = (h.port(), b.health.port());
+            ev.push(if h.is_down() {
+                DpEvent::Rerouted { from, to, at }
+            } else {
+                DpEvent::Stalled { from, to, at }
+            });
+        }
     }
     (b.tx, Via::Backup(h))
 }
