@@ -187,13 +187,7 @@ fn run(fault: Fault) {
         let (sent, received) =
             vnicd::stop_client(&mut client, client_err, Duration::from_secs(5)).unwrap();
         assert_eq!(received, sent, "frames lost across the pause");
-        let st = vd.stop(Duration::from_secs(20));
-        let errs = vd_err.join().unwrap_or_default();
-        assert!(st.is_some_and(|s| s.success()), "vnicd exit {st:?}: {errs}");
-        drop(pb);
-        drop(pa);
-        let _ = std::fs::remove_dir_all(&dir);
-        return;
+        return stop_all(vd, vd_err, pb, pa, &dir);
     }
     // The control thread (vnicd's main thread) stops; the data core and DPDK's interrupt
     // thread do not.
@@ -298,12 +292,23 @@ fn run(fault: Fault) {
         let p = pa.as_ref().unwrap().pid().unwrap().to_string();
         let _ = Command::new("kill").args(["-CONT", &p]).status();
     }
+    stop_all(vd, vd_err, pb, pa, &dir);
+}
+
+/// vnicd stops with every mbuf back (it exits non-zero on a leak), then the peers go.
+fn stop_all(
+    mut vd: Guard,
+    vd_err: std::thread::JoinHandle<String>,
+    pb: Testpmd,
+    pa: Option<Testpmd>,
+    dir: &Path,
+) {
     let st = vd.stop(Duration::from_secs(20));
     let errs = vd_err.join().unwrap_or_default();
     assert!(st.is_some_and(|s| s.success()), "vnicd exit {st:?}: {errs}");
     drop(pb);
     drop(pa);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Wait until testpmd `p`'s port 0 has received `n` frames in all.
