@@ -403,7 +403,7 @@ impl Port {
         self.started = true;
         if self.tx_watch.is_empty() {
             self.tx_watch = (0..self.queues)
-                .map(|q| TxWatch::memif(self.id, q).map(Arc::new))
+                .map(|q| TxWatch::memif(self.id.0, q).map(Arc::new))
                 .collect();
         }
         Ok(())

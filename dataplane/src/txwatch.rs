@@ -10,7 +10,6 @@
 //! goes back to the device by itself, having lost nothing and without a failover. The control
 //! thread makes it a failure only when the link goes down or the stall outlasts `tx_stall_ms`,
 //! dating the detection from the moment the data core saw it.
-use crate::port::PortId;
 use crossbeam::utils::CachePadded;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -92,7 +91,6 @@ pub(crate) enum Verdict {
 /// Where a tx queue's consumer shows its progress, and the data core's record of it.
 #[derive(Debug)]
 pub struct TxWatch {
-    port: PortId,
     raw: dpdk_sys::vnic_memif_txw,
     state: CachePadded<State>,
 }
@@ -109,20 +107,19 @@ impl TxWatch {
     /// queues then). `None`
     /// for any other PMD, and for a memif whose private layout is not what this build expects
     /// (then the device keeps the refuse window only; logged).
-    pub(crate) fn memif(port: PortId, queue: u16) -> Option<TxWatch> {
+    pub(crate) fn memif(port: u16, queue: u16) -> Option<TxWatch> {
         let mut raw = dpdk_sys::vnic_memif_txw::default();
         // SAFETY: plain queries on a valid port; `raw` is an out pointer.
-        let ret = unsafe { dpdk_sys::vnic_memif_txw_init(port.0, queue, &mut raw) };
+        let ret = unsafe { dpdk_sys::vnic_memif_txw_init(port, queue, &mut raw) };
         match ret {
             0 => Some(TxWatch {
-                port,
                 raw,
                 state: CachePadded::new(State::default()),
             }),
             r if r == -libc::ENOTSUP => None,
             r => {
                 tracing::warn!(
-                    port = port.0,
+                    port,
                     queue,
                     "net_memif's private layout is not the one this build knows (error {r}): \
                      a dead peer is seen only once its ring is full"
@@ -130,11 +127,6 @@ impl TxWatch {
                 None
             }
         }
-    }
-
-    /// The port it watches.
-    pub fn port(&self) -> PortId {
-        self.port
     }
 
     /// Data core, once per pass: whether the consumer has stopped (frames waiting, its index
