@@ -109,11 +109,6 @@ fn client(vdev: String) -> Testpmd {
         o.eal_extra.push("--single-file-segments".into());
     }
     let mut p = Testpmd::spawn(&o).expect("testpmd client");
-    // The peer must not be where frames go missing: by default testpmd drops what its tx queue
-    // refuses, so a data core off its CPU for 17 ms (a busy host) cost a frame once. With tx
-    // retry it waits up to 100 ms for room instead.
-    p.cmd("set fwd macswap retry").unwrap();
-    p.cmd("set burst tx delay 1000 retry 100").unwrap();
     p.cmd("start").unwrap();
     p
 }
