@@ -121,10 +121,10 @@ impl Appliance {
                 if let (true, Some(p)) = (b.usable(), b.port.as_ref()) {
                     let refused = p.health().snapshot().refused_for();
                     let stalled = p.stalled_since();
-                    let still = vnic_dataplane::eal::rdtsc().saturating_sub(stalled);
+                    let still_for = || vnic_dataplane::eal::rdtsc().saturating_sub(stalled);
                     if refused > 0 && ticks_to(refused) >= stall {
                         changed |= b.fail("tx stalled", now);
-                    } else if stalled != 0 && ticks_to(still) >= stall {
+                    } else if stalled != 0 && ticks_to(still_for()) >= stall {
                         changed |= b.fail(flagged_as(Detector::PeerStalled), now);
                     }
                 }
