@@ -224,11 +224,34 @@ impl Drop for Burst {
 /// Bytes in a burst's frames.
 #[inline(always)]
 pub(crate) fn sum_bytes(b: &Burst) -> u64 {
+    // SAFETY: b.ptrs[..len] are valid mbufs we own.
+    unsafe { sum_bytes_at(b.ptrs.as_ptr(), b.len) }
+}
+
+/// Bytes in the frames of `slots[..n]` (a burst's array or entries in a ring).
+///
+/// # Safety
+/// `slots[..n]` are readable and hold valid mbufs nobody else changes meanwhile.
+#[inline(always)]
+pub(crate) unsafe fn sum_bytes_at(slots: *const *mut dpdk_sys::rte_mbuf, n: usize) -> u64 {
     // Read pkt_len in Rust rather than through the shim: no call, and the loop unrolls. The PMD
-    // just wrote these mbuf headers, so the loads hit the cache.
-    b.ptrs[..b.len]
-        .iter()
-        // SAFETY: b.ptrs[..len] are valid mbufs we own.
-        .map(|&p| unsafe { (*p).pkt_len } as u64)
-        .sum()
+    // or the client just wrote these mbuf headers, so the loads hit the cache.
+    let mut sum = 0u64;
+    for i in 0..n {
+        // SAFETY: see the contract.
+        sum += unsafe { (**slots.add(i)).pkt_len } as u64;
+    }
+    sum
+}
+
+/// Free the mbufs of `slots[..n]` in one bulk call (frames a ring holds that are being
+/// dropped).
+///
+/// # Safety
+/// `slots[..n]` are valid mbufs the caller owns and forgets.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn free_at(slots: *mut *mut dpdk_sys::rte_mbuf, n: usize) {
+    // SAFETY: see the contract.
+    unsafe { dpdk_sys::vnic_rte_pktmbuf_free_bulk(slots, n as u32) };
 }

@@ -132,6 +132,54 @@ impl Ring {
         take
     }
 
+    /// [`Ring::sp_enqueue`] the way the data core fills a client's ring from a device: the
+    /// frames are written straight into the slots [`crate::spsc::reserve`] hands out (up to the
+    /// array's end, then again from its start) and published. The caller must be the only
+    /// producer. Returns (enqueued, dropped) as [`Ring::enqueue`].
+    pub fn sp_enqueue_in_place(&self, burst: &mut Burst) -> (usize, usize) {
+        let n = burst.len;
+        let mut done = 0;
+        while done < n {
+            // SAFETY: an SP ring and its only producer; the reserved slots are ours to write
+            // until published, and each gets an owned mbuf of the burst before it is.
+            let got = unsafe {
+                let (slots, room, _) = crate::spsc::reserve(self.as_ptr(), (n - done) as u32);
+                for i in 0..room as usize {
+                    *slots.add(i) = burst.ptrs[done + i];
+                }
+                crate::spsc::publish(self.as_ptr(), room);
+                room as usize
+            };
+            if got == 0 {
+                break;
+            }
+            done += got;
+        }
+        burst.ptrs.copy_within(done..n, 0);
+        burst.len = n - done;
+        (done, burst.consume(0))
+    }
+
+    /// [`Ring::sc_dequeue_upto`] the way the data core sends a client's frames: the entries are
+    /// read where they lie ([`crate::spsc::peek_in_place`], up to the array's end) and only the
+    /// first `max` consumed. The caller must be the only consumer.
+    pub fn sc_dequeue_in_place_upto(&self, burst: &mut Burst, max: usize) -> usize {
+        debug_assert!(burst.is_empty());
+        // SAFETY: an SC ring and its only consumer; the first `take` entries become ours when
+        // committed, the rest stay the ring's.
+        let take = unsafe {
+            let (slots, n) = crate::spsc::peek_in_place(self.as_ptr(), BURST as u32);
+            let take = n.min(max as u32);
+            for i in 0..take as usize {
+                burst.ptrs[i] = *slots.add(i);
+            }
+            crate::spsc::commit(self.as_ptr(), take);
+            take
+        } as usize;
+        burst.len = take;
+        take
+    }
+
     /// Enqueue one owned mbuf; gives it back if the ring is full. Single producer only.
     pub fn enqueue_one(&self, m: Mbuf) -> Result<(), Mbuf> {
         let mut p = [m.into_raw().as_ptr()];

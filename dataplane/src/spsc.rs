@@ -68,6 +68,64 @@ pub unsafe fn enqueue(r: *mut rte_ring, objs: *const Slot, n: u32) -> u32 {
     }
 }
 
+/// In place (no copy): the producer's free slots from its head up to the array's end, at most
+/// `max`, as (first slot, how many, all free slots). The caller writes pointers there (a PMD's
+/// rx burst, say) and [`publish`]es a prefix; until then the consumer cannot see them. DPDK's
+/// own zero-copy API (`rte_ring_enqueue_zc_burst_start`) hands out the same slots.
+///
+/// # Safety
+/// As [`enqueue`].
+#[inline(always)]
+pub unsafe fn reserve(r: *mut rte_ring, max: u32) -> (*mut Slot, u32, u32) {
+    // SAFETY: see the contract; [head, head + free) are free slots only we may write.
+    unsafe {
+        let head = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.head)).load(Ordering::Relaxed);
+        let cons = atomic(addr_of_mut!((*r).__bindgen_anon_2.cons.tail)).load(Ordering::Acquire);
+        let free = (*r).capacity.wrapping_add(cons).wrapping_sub(head);
+        let idx = head & (*r).mask;
+        let n = max.min(free).min((*r).size - idx);
+        (slots(r).add(idx as usize), n, free)
+    }
+}
+
+/// Hand the first `n` slots of the last [`reserve`] to the consumer.
+///
+/// # Safety
+/// As [`enqueue`], `n` is no more than reserved, and those slots hold valid pointers.
+#[inline(always)]
+pub unsafe fn publish(r: *mut rte_ring, n: u32) {
+    if n == 0 {
+        return;
+    }
+    // SAFETY: single producer: head and tail move together; the release store makes the slots
+    // written before it visible to a consumer that loads the tail with acquire ordering.
+    unsafe {
+        let head_p = addr_of_mut!((*r).__bindgen_anon_1.prod.head);
+        let new = atomic(head_p).load(Ordering::Relaxed).wrapping_add(n);
+        atomic(head_p).store(new, Ordering::Relaxed);
+        atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.tail)).store(new, Ordering::Release);
+    }
+}
+
+/// In place (no copy): the published entries from the consumer's head up to the array's end,
+/// at most `max`, as (first slot, how many). They stay the ring's until [`commit`]ted (DPDK:
+/// `rte_ring_dequeue_zc_burst_start`).
+///
+/// # Safety
+/// As [`peek`].
+#[inline(always)]
+pub unsafe fn peek_in_place(r: *mut rte_ring, max: u32) -> (*mut Slot, u32) {
+    // SAFETY: see the contract; entries [head, prod.tail) were published with release ordering
+    // and stay put until we move cons.tail.
+    unsafe {
+        let head = atomic(addr_of_mut!((*r).__bindgen_anon_2.cons.head)).load(Ordering::Relaxed);
+        let prod = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.tail)).load(Ordering::Acquire);
+        let idx = head & (*r).mask;
+        let n = max.min(prod.wrapping_sub(head)).min((*r).size - idx);
+        (slots(r).add(idx as usize), n)
+    }
+}
+
 /// Copy up to `n` pointers out of the ring without consuming them; returns how many.
 /// [`commit`] then consumes a prefix of what was peeked.
 ///

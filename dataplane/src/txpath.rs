@@ -3,7 +3,7 @@
 //! frames held in the client's ring when the device refuses them, the spoof check, and the data
 //! core's refuse-window bookkeeping.
 use crate::counters::{bump, VnicCounters};
-use crate::mbuf::{sum_bytes, Burst};
+use crate::mbuf::{sum_bytes, sum_bytes_at, Burst};
 use crate::port::TxQueue;
 use crate::reroute::{Backup, DeviceHealth, DpEvent, Events};
 use crate::table::{ClientSide, QueueEntry};
@@ -119,7 +119,9 @@ fn note_tx(q: &QueueEntry, via: Via, n: usize, sent: usize, now: u64) {
 }
 
 /// A shm client's tx ring → the VF: peek, send, and consume only what was sent or dropped as
-/// spoofed; the rest waits in the ring for the next pass (or the backup device).
+/// spoofed; the rest waits in the ring for the next pass (or the backup device). The device
+/// reads the frames straight from the ring's slots (no copy through a burst array); where they
+/// wrap at the array's end this burst is shorter, the rest goes next pass.
 #[inline(always)]
 fn tx_from_ring(
     q: &QueueEntry,
@@ -132,57 +134,62 @@ fn tx_from_ring(
 ) -> u64 {
     // SAFETY: a live SC ring (kept alive by the table); this core is its only consumer. The
     // peeked mbufs stay the ring's until committed.
-    let n =
-        unsafe { crate::spsc::peek(ring, b.ptrs.as_mut_ptr(), crate::mbuf::BURST as u32) } as usize;
+    let (slots, n) = unsafe { crate::spsc::peek_in_place(ring, crate::mbuf::BURST as u32) };
     if n == 0 {
         return 0;
     }
-    b.len = n;
+    let n = n as usize;
     if let Some(mac) = q.spoof_mac {
-        if first_spoofed(b, &mac).is_some() {
+        // SAFETY: slots[..n] are peeked entries: valid mbufs the producer no longer touches.
+        if (0..n).any(|i| !frame_from(unsafe { *slots.add(i) }, &mac)) {
+            // SAFETY: as above; the burst only borrows them (its length is reset before it
+            // could free anything).
+            unsafe { std::ptr::copy_nonoverlapping(slots, b.ptrs.as_mut_ptr(), n) };
+            b.len = n;
             return tx_from_ring_spoofed(q, ring, tx, via, c, b, now, &mac);
         }
     }
-    let sent = send_held(tx, b, c);
+    // SAFETY: as above.
+    let sent = unsafe { send_held(tx, slots, n, c) };
     // SAFETY: sent <= n peeked entries; the device owns those now.
     unsafe { crate::spsc::commit(ring, sent as u32) };
     note_tx(q, via, n, sent, now);
     sent as u64
 }
 
-/// Send a burst peeked from a client's ring (the unsent tail stays there) and count what went:
-/// packets and bytes of the sent prefix only. Returns how many were sent.
+/// Send frames a client's ring still holds (`slots[..n]`; the unsent tail stays there) and
+/// count what went: packets and bytes of the sent prefix only. Returns how many were sent.
+///
+/// # Safety
+/// `slots[..n]` are valid mbufs the caller may hand to the device.
 #[inline(always)]
-fn send_held(tx: TxQueue, b: &mut Burst, c: &VnicCounters) -> usize {
-    let n = b.len;
+unsafe fn send_held(
+    tx: TxQueue,
+    slots: *mut *mut dpdk_sys::rte_mbuf,
+    n: usize,
+    c: &VnicCounters,
+) -> usize {
     if n == 0 {
         return 0;
     }
-    let bytes = sum_bytes(b);
-    let sent = tx.tx_burst_keep(b);
+    // SAFETY: see the contract.
+    let bytes = unsafe { sum_bytes_at(slots, n) };
+    // SAFETY: see the contract; the device takes the first `sent`.
+    let sent = unsafe { tx.tx_from(slots, n as u16) } as usize;
     if sent > 0 {
         bump(&c.tx_packets, sent as u64);
         bump(
             &c.tx_bytes,
             bytes
                 - if sent < n {
-                    unsent_bytes(b, sent, n)
+                    // SAFETY: the unsent tail is still valid (the ring holds it).
+                    unsafe { sum_bytes_at(slots.add(sent), n - sent) }
                 } else {
                     0
                 },
         );
     }
     sent
-}
-
-/// Bytes of `b.ptrs[from..to]` (frames still in the client's ring).
-#[cold]
-fn unsent_bytes(b: &Burst, from: usize, to: usize) -> u64 {
-    b.ptrs[from..to]
-        .iter()
-        // SAFETY: frames peeked from the ring and not sent: still valid mbufs.
-        .map(|&p| unsafe { (*p).pkt_len } as u64)
-        .sum()
 }
 
 /// [`tx_from_ring`] for a burst with a spoofed frame: send the good ones, then consume the ring
@@ -201,7 +208,9 @@ fn tx_from_ring_spoofed(
     now: u64,
     mac: &[u8; 6],
 ) -> u64 {
-    let n = b.len;
+    // The burst only borrows these frames (the ring holds them until committed): it must not
+    // free any.
+    let n = std::mem::take(&mut b.len);
     let all = b.ptrs;
     let mut at = [0usize; crate::mbuf::BURST];
     let mut good = 0;
@@ -212,8 +221,8 @@ fn tx_from_ring_spoofed(
             good += 1;
         }
     }
-    b.len = good;
-    let sent = send_held(tx, b, c);
+    // SAFETY: b.ptrs[..good] are peeked frames the device may take.
+    let sent = unsafe { send_held(tx, b.ptrs.as_mut_ptr(), good, c) };
     let upto = if sent == good { n } else { at[sent] };
     let mut bad = [std::ptr::null_mut(); crate::mbuf::BURST];
     let mut nbad = 0;
@@ -243,12 +252,6 @@ fn frame_from(p: *mut dpdk_sys::rte_mbuf, mac: &[u8; 6]) -> bool {
             && *(((*p).buf_addr as *const u8).add((*p).data_off as usize + 6) as *const [u8; 6])
                 == *mac
     }
-}
-
-/// Index of the first frame of `b` not from `mac`.
-#[inline(always)]
-fn first_spoofed(b: &Burst, mac: &[u8; 6]) -> Option<usize> {
-    b.ptrs[..b.len].iter().position(|&p| !frame_from(p, mac))
 }
 
 /// Frames from the guest's tx vring, copied into mbufs of the vNIC's pool.

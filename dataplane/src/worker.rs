@@ -6,7 +6,7 @@
 use crate::counters::{bump, CoreCounters, CoreStats, VnicCounters, VnicStats};
 use crate::eal::rdtsc;
 use crate::error::{Error, Result};
-use crate::mbuf::{sum_bytes, Burst};
+use crate::mbuf::{free_at, sum_bytes, sum_bytes_at, Burst, BURST};
 use crate::port::RxQueue;
 use crate::reroute::{DpEvent, Events};
 use crate::table::{
@@ -336,14 +336,6 @@ impl Drop for Worker {
 }
 
 #[inline(always)]
-fn ring_enqueue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> (usize, usize) {
-    // SAFETY: r is a live SP ring (kept alive by the table's Arc); this core is its only
-    // producer; the ring takes ownership of the first `sent` mbufs.
-    let sent = unsafe { crate::spsc::enqueue(r, b.ptrs.as_ptr(), b.len as u32) } as usize;
-    (sent, b.consume(sent))
-}
-
-#[inline(always)]
 fn ring_dequeue(r: *mut dpdk_sys::rte_ring, b: &mut Burst) -> usize {
     // SAFETY: r is a live SC ring; this core is its only consumer; we own what we dequeue.
     let n =
@@ -374,7 +366,7 @@ fn rx_to_client(
     behind: &mut bool,
 ) -> u64 {
     match &q.client {
-        ClientSide::Rings(r) => rx_one(r, rx, c, b, behind),
+        ClientSide::Rings(r) => rx_one(r, rx, c, behind),
         ClientSide::Vhost(v) => rx_vhost(v, rx, c, b, behind),
         ClientSide::Ethdev(e) => rx_ethdev(e, rx, c, b),
     }
@@ -439,41 +431,50 @@ fn rx_ethdev(e: &EthdevClient, rx: RxQueue, c: &VnicCounters, b: &mut Burst) -> 
 }
 
 #[inline(always)]
-fn rx_one(q: &ClientRings, rx: RxQueue, c: &VnicCounters, b: &mut Burst, behind: &mut bool) -> u64 {
+fn rx_one(q: &ClientRings, rx: RxQueue, c: &VnicCounters, behind: &mut bool) -> u64 {
     // Back-pressure: take from the VF only what the client's ring can hold. Frames for a client
     // that does not keep up stay in the VF's queue and the device drops them when it is full
     // (its rx-missed counter), at no cost to this core or to the other vNICs it serves; and a
     // core whose clients are all full counts as idle, so one that shares a CPU with its clients
     // yields to them. This core is the ring's only producer, so the room can only grow.
-    // SAFETY: the ring is live (kept alive by the table); the count is a read-only snapshot.
-    let room = unsafe { crate::spsc::free_count(q.to_client_raw) } as usize;
+    // The device writes straight into the ring's free slots (no copy through a burst array);
+    // where the slots wrap at the array's end this burst is shorter, the rest comes next pass.
+    // SAFETY: the ring is live (kept alive by the table); this core is its only producer.
+    let (slots, n, room) = unsafe { crate::spsc::reserve(q.to_client_raw, BURST as u32) };
     // Less room than the ring holds: frames wait for the client.
-    *behind |= room < q.to_client_cap as usize;
-    if room == 0 {
-        return 0;
-    }
-    let n = rx.rx_burst_max(b, room);
+    *behind |= room < q.to_client_cap;
     if n == 0 {
         return 0;
     }
-    let bytes = sum_bytes(b);
-    let (sent, dropped) = ring_enqueue(q.to_client_raw, b);
-    count_rx(c, sent, dropped, bytes);
-    n as u64
+    // SAFETY: the n slots are reserved for us until published: the device may write them all.
+    let got = unsafe { rx.rx_into(slots, n as u16) } as usize;
+    if got == 0 {
+        return 0;
+    }
+    // SAFETY: the device filled slots[..got] with mbufs that are ours until published.
+    let bytes = unsafe { sum_bytes_at(slots, got) };
+    // SAFETY: got ≤ reserved, and those slots hold valid mbufs.
+    unsafe { crate::spsc::publish(q.to_client_raw, got as u32) };
+    count_rx(c, got, 0, bytes);
+    got as u64
 }
 
-/// An in-core client's pass: its rx ring back to its tx ring.
+/// An in-core client's pass: its rx ring straight into its tx ring (one copy of the pointers,
+/// none through a burst array). What the tx ring does not take is dropped (`client_drops`).
 #[inline(always)]
-fn serve_client(cl: &InlineClient, c: &VnicCounters, b: &mut Burst) -> u64 {
-    let n = ring_dequeue(cl.rx_raw, b);
+fn serve_client(cl: &InlineClient, c: &VnicCounters) -> u64 {
+    // SAFETY: live SC ring; this core is its only consumer; the entries stay ours until
+    // committed below.
+    let (slots, n) = unsafe { crate::spsc::peek_in_place(cl.rx_raw, BURST as u32) };
     if n == 0 {
         return 0;
     }
     if cl.mode == InlineMode::Reflect {
-        for &p in &b.ptrs[..n] {
-            // SAFETY: p is an mbuf we own (data at buf_addr + data_off); a frame shorter than 12
-            // bytes is left alone.
+        for i in 0..n as usize {
+            // SAFETY: slots[..n] are mbufs we own (data at buf_addr + data_off); a frame
+            // shorter than 12 bytes is left alone.
             unsafe {
+                let p = *slots.add(i);
                 if (*p).data_len >= 12 {
                     let d = ((*p).buf_addr as *mut u8).add((*p).data_off as usize) as *mut [u8; 6];
                     *d = *d.add(1);
@@ -482,10 +483,15 @@ fn serve_client(cl: &InlineClient, c: &VnicCounters, b: &mut Burst) -> u64 {
             }
         }
     }
-    let (_, dropped) = ring_enqueue(cl.tx_raw, b);
-    if dropped > 0 {
-        bump(&c.client_drops, dropped as u64);
+    // SAFETY: live SP ring, this core its only producer; slots[..n] are readable.
+    let sent = unsafe { crate::spsc::enqueue(cl.tx_raw, slots, n) };
+    if sent < n {
+        // SAFETY: slots[sent..n] are still ours (the tx ring did not take them); we drop them.
+        unsafe { free_at(slots.add(sent as usize), (n - sent) as usize) };
+        bump(&c.client_drops, (n - sent) as u64);
     }
+    // SAFETY: all n peeked entries were handed on or freed.
+    unsafe { crate::spsc::commit(cl.rx_raw, n) };
     n as u64
 }
 
@@ -557,7 +563,7 @@ fn run(s: &Shared) {
             moved += m;
         }
         for cl in &t.clients {
-            serve_client(cl, &vnics[cl.slot.0 as usize], &mut b);
+            serve_client(cl, &vnics[cl.slot.0 as usize]);
         }
         for q in &t.queues {
             let m = forward_tx(q, &vnics[q.slot.0 as usize], &mut b, &s.events, last);

@@ -22,12 +22,16 @@ enum Impl {
     Dpdk,
     /// Rust, consuming a varying prefix of each peeked burst (the data core's held frames).
     RustPartial,
+    /// Rust in place, as the data core runs: producing straight into reserved slots, consuming
+    /// a varying prefix of the entries where they lie.
+    RustInPlace,
 }
 
 fn put(r: &Ring, by: Impl, b: &mut Burst) {
     let n = b.len();
     let got = match by {
         Impl::Rust | Impl::RustPartial => r.sp_enqueue(b),
+        Impl::RustInPlace => r.sp_enqueue_in_place(b),
         Impl::Dpdk => r.enqueue(b),
     };
     assert_eq!(got, (n, 0), "the ring refused frames it had room for");
@@ -40,6 +44,10 @@ fn take(r: &Ring, by: Impl, b: &mut Burst, turn: &mut usize) -> usize {
         Impl::RustPartial => {
             *turn += 1;
             r.sc_dequeue_upto(b, *turn % (BURST + 1))
+        }
+        Impl::RustInPlace => {
+            *turn += 1;
+            r.sc_dequeue_in_place_upto(b, *turn % (BURST + 1))
         }
     }
 }
@@ -112,6 +120,16 @@ fn rust_producer_and_dpdk_consumer_move_10m_frames_exactly() {
 #[test]
 fn dpdk_producer_and_rust_consumer_move_10m_frames_exactly() {
     round_trip(Impl::Dpdk, Impl::Rust);
+}
+
+#[test]
+fn in_place_rust_producer_and_dpdk_consumer_move_10m_frames_exactly() {
+    round_trip(Impl::RustInPlace, Impl::Dpdk);
+}
+
+#[test]
+fn dpdk_producer_and_in_place_rust_consumer_move_10m_frames_exactly() {
+    round_trip(Impl::Dpdk, Impl::RustInPlace);
 }
 
 #[test]
