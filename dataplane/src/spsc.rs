@@ -49,21 +49,16 @@ pub unsafe fn free_count(r: *mut rte_ring) -> u32 {
 /// `r` is a live SP ring, the caller its only producer; `objs` holds `n` readable slots.
 #[inline(always)]
 pub unsafe fn enqueue(r: *mut rte_ring, objs: *const Slot, n: u32) -> u32 {
-    // SAFETY: see the function's contract; slots [head, head + n) are free (the consumer's tail
-    // was read with acquire ordering) and ours until the release store of prod.tail.
+    // SAFETY: see the function's contract; slots [head, head + n) are free (free_count read the
+    // consumer's tail with acquire ordering) and ours until publish's release store of prod.tail.
     unsafe {
-        let head_p = addr_of_mut!((*r).__bindgen_anon_1.prod.head);
-        let head = atomic(head_p).load(Ordering::Relaxed);
-        let cons = atomic(addr_of_mut!((*r).__bindgen_anon_2.cons.tail)).load(Ordering::Acquire);
-        let free = (*r).capacity.wrapping_add(cons).wrapping_sub(head);
-        let n = n.min(free);
+        let n = n.min(free_count(r));
         if n == 0 {
             return 0;
         }
-        let new = head.wrapping_add(n);
-        atomic(head_p).store(new, Ordering::Relaxed);
+        let head = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.head)).load(Ordering::Relaxed);
         copy_in(r, head, objs, n);
-        atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.tail)).store(new, Ordering::Release);
+        publish(r, n);
         n
     }
 }
@@ -79,9 +74,8 @@ pub unsafe fn enqueue(r: *mut rte_ring, objs: *const Slot, n: u32) -> u32 {
 pub unsafe fn reserve(r: *mut rte_ring, max: u32) -> (*mut Slot, u32, u32) {
     // SAFETY: see the contract; [head, head + free) are free slots only we may write.
     unsafe {
+        let free = free_count(r);
         let head = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.head)).load(Ordering::Relaxed);
-        let cons = atomic(addr_of_mut!((*r).__bindgen_anon_2.cons.tail)).load(Ordering::Acquire);
-        let free = (*r).capacity.wrapping_add(cons).wrapping_sub(head);
         let idx = head & (*r).mask;
         let n = max.min(free).min((*r).size - idx);
         (slots(r).add(idx as usize), n, free)
