@@ -9,10 +9,6 @@
 #include <rte_ring_peek_zc.h>
 #include "shim.h"
 
-uint16_t vnic_rte_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
-{ return rte_eth_rx_burst(port, queue, pkts, n); }
-uint16_t vnic_rte_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
-{ return rte_eth_tx_burst(port, queue, pkts, n); }
 struct rte_mbuf *vnic_rte_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
 int vnic_rte_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned int n)
 { return rte_pktmbuf_alloc_bulk(mp, mbufs, n); }

@@ -6,8 +6,6 @@
 #include <rte_ring.h>
 #include <rte_mempool.h>
 
-uint16_t vnic_rte_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
-uint16_t vnic_rte_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 struct rte_mbuf *vnic_rte_pktmbuf_alloc(struct rte_mempool *mp);
 int vnic_rte_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned int n);
 void vnic_rte_pktmbuf_free(struct rte_mbuf *m);

@@ -211,7 +211,7 @@ pub(crate) fn free_tail(
 #[inline(never)]
 fn drop_cold(ptrs: &mut [*mut dpdk_sys::rte_mbuf; BURST], sent: usize, n: usize) -> usize {
     // SAFETY: ptrs[sent..n] are mbufs still owned by the caller (not taken by the ring/device).
-    unsafe { dpdk_sys::vnic_rte_pktmbuf_free_bulk(ptrs.as_mut_ptr().add(sent), (n - sent) as u32) };
+    unsafe { free_at(ptrs.as_mut_ptr().add(sent), n - sent) };
     n - sent
 }
 

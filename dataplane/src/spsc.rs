@@ -91,13 +91,44 @@ pub unsafe fn publish(r: *mut rte_ring, n: u32) {
     if n == 0 {
         return;
     }
-    // SAFETY: single producer: head and tail move together; the release store makes the slots
-    // written before it visible to a consumer that loads the tail with acquire ordering.
+    // SAFETY: single producer: the producer's head and tail are ours; the release store makes
+    // the slots written before it visible to a consumer that loads the tail with acquire ordering.
     unsafe {
-        let head_p = addr_of_mut!((*r).__bindgen_anon_1.prod.head);
-        let new = atomic(head_p).load(Ordering::Relaxed).wrapping_add(n);
-        atomic(head_p).store(new, Ordering::Relaxed);
-        atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.tail)).store(new, Ordering::Release);
+        advance(
+            addr_of_mut!((*r).__bindgen_anon_1.prod.head),
+            addr_of_mut!((*r).__bindgen_anon_1.prod.tail),
+            n,
+        )
+    }
+}
+
+/// Move one side's head and tail together by `n` (single producer or single consumer: no
+/// reservation is ever left open), publishing with release ordering.
+///
+/// # Safety
+/// `head`/`tail` are that side's fields of a live ring, and the caller is that side's only user.
+#[inline(always)]
+unsafe fn advance(head: *mut u32, tail: *mut u32, n: u32) {
+    // SAFETY: see the contract.
+    unsafe {
+        let new = atomic(head).load(Ordering::Relaxed).wrapping_add(n);
+        atomic(head).store(new, Ordering::Relaxed);
+        atomic(tail).store(new, Ordering::Release);
+    }
+}
+
+/// The consumer's head and how many entries the producer has published past it (its tail read
+/// with acquire ordering, so the slots it wrote before are visible).
+///
+/// # Safety
+/// `r` is a live ring and the caller its only consumer.
+#[inline(always)]
+unsafe fn published(r: *mut rte_ring) -> (u32, u32) {
+    // SAFETY: fields of a live ring; the consumer's head is ours.
+    unsafe {
+        let head = atomic(addr_of_mut!((*r).__bindgen_anon_2.cons.head)).load(Ordering::Relaxed);
+        let prod = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.tail)).load(Ordering::Acquire);
+        (head, prod.wrapping_sub(head))
     }
 }
 
@@ -112,10 +143,9 @@ pub unsafe fn peek_in_place(r: *mut rte_ring, max: u32) -> (*mut Slot, u32) {
     // SAFETY: see the contract; entries [head, prod.tail) were published with release ordering
     // and stay put until we move cons.tail.
     unsafe {
-        let head = atomic(addr_of_mut!((*r).__bindgen_anon_2.cons.head)).load(Ordering::Relaxed);
-        let prod = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.tail)).load(Ordering::Acquire);
+        let (head, avail) = published(r);
         let idx = head & (*r).mask;
-        let n = max.min(prod.wrapping_sub(head)).min((*r).size - idx);
+        let n = max.min(avail).min((*r).size - idx);
         (slots(r).add(idx as usize), n)
     }
 }
@@ -130,9 +160,8 @@ pub unsafe fn peek(r: *mut rte_ring, objs: *mut Slot, n: u32) -> u32 {
     // SAFETY: see the contract; entries [head, prod.tail) were published with release ordering
     // and stay put until we move cons.tail.
     unsafe {
-        let head = atomic(addr_of_mut!((*r).__bindgen_anon_2.cons.head)).load(Ordering::Relaxed);
-        let prod = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.tail)).load(Ordering::Acquire);
-        let n = n.min(prod.wrapping_sub(head));
+        let (head, avail) = published(r);
+        let n = n.min(avail);
         if n > 0 {
             copy_out(r, head, objs, n);
         }
@@ -150,12 +179,14 @@ pub unsafe fn commit(r: *mut rte_ring, n: u32) {
     if n == 0 {
         return;
     }
-    // SAFETY: single consumer: head and tail move together (no reservation is ever left open).
+    // SAFETY: single consumer: the consumer's head and tail are ours; the release store hands
+    // the slots back to the producer.
     unsafe {
-        let head_p = addr_of_mut!((*r).__bindgen_anon_2.cons.head);
-        let new = atomic(head_p).load(Ordering::Relaxed).wrapping_add(n);
-        atomic(head_p).store(new, Ordering::Relaxed);
-        atomic(addr_of_mut!((*r).__bindgen_anon_2.cons.tail)).store(new, Ordering::Release);
+        advance(
+            addr_of_mut!((*r).__bindgen_anon_2.cons.head),
+            addr_of_mut!((*r).__bindgen_anon_2.cons.tail),
+            n,
+        )
     }
 }
 
