@@ -71,6 +71,8 @@ pub struct VidGate {
     open: AtomicBool,
     /// Enabled vrings (bit per vring index; the first 64).
     enabled: AtomicU64,
+    /// The library accepted turning the frontend's kicks off on every vring (NO_NOTIFY).
+    kicks_off: AtomicBool,
 }
 
 impl VidGate {
@@ -78,6 +80,7 @@ impl VidGate {
         VidGate {
             open: AtomicBool::new(true),
             enabled: AtomicU64::new(0),
+            kicks_off: AtomicBool::new(false),
         }
     }
     /// Whether the data path may use the device.
@@ -88,6 +91,11 @@ impl VidGate {
     /// Vrings the frontend enabled, a bit per index (0 when it never said: then all are).
     pub fn enabled_vrings(&self) -> u64 {
         self.enabled.load(Ordering::Acquire)
+    }
+    /// Whether the frontend was told not to kick after each burst (a polling backend needs no
+    /// kicks).
+    pub fn kicks_off(&self) -> bool {
+        self.kicks_off.load(Ordering::Acquire)
     }
 }
 
@@ -213,10 +221,28 @@ extern "C" fn new_device(vid: c_int) -> c_int {
         });
         return -1;
     }
+    // A polling backend tells the frontend not to kick it after every burst it posts (the used
+    // ring's NO_NOTIFY flag), as DPDK's net_vhost and OVS do: a kick costs a virtio-user
+    // frontend a syscall and a guest a VM exit, and nothing here waits for one. The library
+    // keeps the setting for vrings that become ready later.
+    let mut kicks_off = true;
+    for q in 0..vrings {
+        // SAFETY: a plain request on a device the library is starting; q < its vring count.
+        if unsafe { dpdk_sys::rte_vhost_enable_guest_notification(vid, q, 0) } != 0 {
+            tracing::warn!(
+                socket,
+                vid,
+                vring = q,
+                "the frontend's kicks stay on for this vring"
+            );
+            kicks_off = false;
+        }
+    }
     let gate = gate_of(&mut reg, vid);
     gate.open.store(true, Ordering::Release);
+    gate.kicks_off.store(kicks_off, Ordering::Release);
     drop(reg);
-    tracing::info!(socket, vid, pairs, "vhost device ready");
+    tracing::info!(socket, vid, pairs, kicks_off, "vhost device ready");
     post(VhostEvent::Ready {
         socket,
         vid,

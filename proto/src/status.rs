@@ -52,6 +52,11 @@ pub enum Owner {
         enabled_pairs: u32,
         /// Negotiated virtio-net features, hex.
         features: String,
+        /// The frontend was told not to kick vnicd after each burst (the used rings'
+        /// NO_NOTIFY): a polling backend needs no kicks, and each costs the frontend a syscall
+        /// or a VM exit.
+        #[serde(default)]
+        kicks_off: bool,
     },
     /// A memif client (vnicd is the server). The protocol carries no pid.
     Memif { socket: String, id: u32 },

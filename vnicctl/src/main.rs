@@ -549,9 +549,11 @@ fn client_words(o: &Owner) -> String {
             pairs,
             enabled_pairs,
             features,
+            kicks_off,
             ..
         } => format!(
-            "vhost-user frontend, vnicd is the {mode}, device {vid}, {enabled_pairs} of {pairs} queue pairs enabled, features {features}"
+            "vhost-user frontend, vnicd is the {mode}, device {vid}, {enabled_pairs} of {pairs} queue pairs enabled, features {features}, kicks {}",
+            if *kicks_off { "off" } else { "on" }
         ),
         Owner::Memif { id, .. } => format!("memif client, interface id {id}"),
     }

@@ -65,6 +65,7 @@ fn handle(app: &mut Appliance, ev: VhostEvent) {
                 pairs: pairs as u32,
                 enabled_pairs: enabled as u32,
                 features: format!("{features:#x}"),
+                kicks_off: gate.kicks_off(),
             };
             let side = Side::Vhost { vid, gate, pairs };
             match app.apply(Command::Connect {
