@@ -42,6 +42,8 @@ pub enum VhostEvent {
         pairs: u16,
         /// Negotiated virtio features.
         features: u64,
+        /// The library accepted turning the frontend's kicks off on every vring (NO_NOTIFY).
+        kicks_off: bool,
         gate: Arc<VidGate>,
     },
     /// A frontend set up more queue pairs than the vNIC has: refused (the library keeps the
@@ -71,8 +73,6 @@ pub struct VidGate {
     open: AtomicBool,
     /// Enabled vrings (bit per vring index; the first 64).
     enabled: AtomicU64,
-    /// The library accepted turning the frontend's kicks off on every vring (NO_NOTIFY).
-    kicks_off: AtomicBool,
 }
 
 impl VidGate {
@@ -80,7 +80,6 @@ impl VidGate {
         VidGate {
             open: AtomicBool::new(true),
             enabled: AtomicU64::new(0),
-            kicks_off: AtomicBool::new(false),
         }
     }
     /// Whether the data path may use the device.
@@ -91,11 +90,6 @@ impl VidGate {
     /// Vrings the frontend enabled, a bit per index (0 when it never said: then all are).
     pub fn enabled_vrings(&self) -> u64 {
         self.enabled.load(Ordering::Acquire)
-    }
-    /// Whether the frontend was told not to kick after each burst (a polling backend needs no
-    /// kicks).
-    pub fn kicks_off(&self) -> bool {
-        self.kicks_off.load(Ordering::Acquire)
     }
 }
 
@@ -240,7 +234,6 @@ extern "C" fn new_device(vid: c_int) -> c_int {
     }
     let gate = gate_of(&mut reg, vid);
     gate.open.store(true, Ordering::Release);
-    gate.kicks_off.store(kicks_off, Ordering::Release);
     drop(reg);
     tracing::info!(socket, vid, pairs, kicks_off, "vhost device ready");
     post(VhostEvent::Ready {
@@ -248,6 +241,7 @@ extern "C" fn new_device(vid: c_int) -> c_int {
         vid,
         pairs,
         features,
+        kicks_off,
         gate,
     });
     0

@@ -40,6 +40,7 @@ fn handle(app: &mut Appliance, ev: VhostEvent) {
             vid,
             pairs,
             features,
+            kicks_off,
             gate,
         } => {
             let Some(vnic) = app.vnic_on_socket(&socket) else {
@@ -65,7 +66,7 @@ fn handle(app: &mut Appliance, ev: VhostEvent) {
                 pairs: pairs as u32,
                 enabled_pairs: enabled as u32,
                 features: format!("{features:#x}"),
-                kicks_off: gate.kicks_off(),
+                kicks_off,
             };
             let side = Side::Vhost { vid, gate, pairs };
             match app.apply(Command::Connect {
