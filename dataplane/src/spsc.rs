@@ -35,11 +35,23 @@ unsafe fn slots(r: *mut rte_ring) -> *mut Slot {
 /// `r` is a live ring.
 #[inline(always)]
 pub unsafe fn free_count(r: *mut rte_ring) -> u32 {
+    // SAFETY: see the contract.
+    unsafe { room(r).1 }
+}
+
+/// The producer's head and how many slots are free past it (the consumer's tail read with
+/// acquire ordering, so the slots it handed back are no longer read): the producer's
+/// counterpart of [`published`].
+///
+/// # Safety
+/// `r` is a live ring.
+#[inline(always)]
+unsafe fn room(r: *mut rte_ring) -> (u32, u32) {
     // SAFETY: fields of a live ring; capacity is written once at creation.
     unsafe {
         let head = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.head)).load(Ordering::Relaxed);
         let cons = atomic(addr_of_mut!((*r).__bindgen_anon_2.cons.tail)).load(Ordering::Acquire);
-        (*r).capacity.wrapping_add(cons).wrapping_sub(head)
+        (head, (*r).capacity.wrapping_add(cons).wrapping_sub(head))
     }
 }
 
@@ -49,14 +61,14 @@ pub unsafe fn free_count(r: *mut rte_ring) -> u32 {
 /// `r` is a live SP ring, the caller its only producer; `objs` holds `n` readable slots.
 #[inline(always)]
 pub unsafe fn enqueue(r: *mut rte_ring, objs: *const Slot, n: u32) -> u32 {
-    // SAFETY: see the function's contract; slots [head, head + n) are free (free_count read the
+    // SAFETY: see the function's contract; slots [head, head + n) are free (room read the
     // consumer's tail with acquire ordering) and ours until publish's release store of prod.tail.
     unsafe {
-        let n = n.min(free_count(r));
+        let (head, free) = room(r);
+        let n = n.min(free);
         if n == 0 {
             return 0;
         }
-        let head = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.head)).load(Ordering::Relaxed);
         copy_in(r, head, objs, n);
         publish(r, n);
         n
@@ -74,8 +86,7 @@ pub unsafe fn enqueue(r: *mut rte_ring, objs: *const Slot, n: u32) -> u32 {
 pub unsafe fn reserve(r: *mut rte_ring, max: u32) -> (*mut Slot, u32, u32) {
     // SAFETY: see the contract; [head, head + free) are free slots only we may write.
     unsafe {
-        let free = free_count(r);
-        let head = atomic(addr_of_mut!((*r).__bindgen_anon_1.prod.head)).load(Ordering::Relaxed);
+        let (head, free) = room(r);
         let idx = head & (*r).mask;
         let n = max.min(free).min((*r).size - idx);
         (slots(r).add(idx as usize), n, free)
